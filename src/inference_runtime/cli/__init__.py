@@ -1,0 +1,1 @@
+"""The ``inference-runtime`` command line."""
