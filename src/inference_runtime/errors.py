@@ -7,17 +7,41 @@ program (a bad name, an actor that cannot even start).
 
 ::
 
-    InferenceRuntimeError                      retryable?
-    └── ActorError                             (the actor kernel)
-        ├── InvalidActorName                   final    a name that breaks the naming rules
-        ├── ActorNameTaken                     final    a sibling already has that name
-        ├── MailboxFull                        retryable  a bounded mailbox is at capacity
-        ├── ActorStopped                       retryable  the actor stopped before it answered
-        ├── AskTimeout                         retryable  no answer within the ask's timeout
-        └── ActorInitializationError           final    constructing or starting an actor failed
+    InferenceRuntimeError                         retryable   HTTP
+    ├── RequestError                              final       400 invalid_request_error
+    │   ├── UnsupportedParameter                  final       400 (names the parameter)
+    │   ├── ContextLengthExceeded                 final       400 context_length_exceeded
+    │   └── ContentFiltered                       final       400 content_filter
+    ├── AuthenticationFailed                      final       401
+    ├── PermissionDenied                          final       403
+    ├── NotFound                                  final       404
+    │   └── ModelNotFound                         final       404 model_not_found
+    ├── RequestTooLarge                           final       413
+    ├── Backpressure                              retryable   429 + Retry-After
+    │   ├── MailboxFull                           retryable   (an actor's bounded mailbox)
+    │   ├── RateLimited                           retryable   429 rate_limit_exceeded
+    │   └── BudgetExceeded                        retryable   429 budget_exceeded
+    ├── Unavailable                               retryable   503 + Retry-After
+    │   ├── NoHealthyReplica                      retryable   (none routable, or all failed)
+    │   ├── ReplicaFailed                         retryable   (its context was poisoned)
+    │   └── CircuitOpen                           retryable
+    ├── UpstreamError                             retryable   502
+    ├── GatewayTimeout                            retryable   504
+    ├── EngineError                                           (raised by model runners)
+    │   ├── ContextPoisoned                       retryable   the context restarts
+    │   ├── OutOfMemory                           final       the context restarts; the request fails
+    │   └── Unrecoverable                         final       escalates: the replica is taken out
+    └── ActorError                                            (the actor kernel)
+        ├── InvalidActorName                      final       a name that breaks the naming rules
+        ├── ActorNameTaken                        final       a sibling already has that name
+        ├── ActorStopped                          retryable   the actor stopped before it answered
+        ├── AskTimeout                            retryable   504: no answer within the timeout
+        └── ActorInitializationError              final       constructing or starting an actor failed
 
-Later layers (engine, remote, gateway) hang their errors under the same root, and the gateway maps
-the tree to HTTP statuses in exactly one place.
+Anything else reaching the gateway is a bug: 500.
+
+The gateway maps the tree to HTTP statuses and OpenAI's error body in exactly one place
+(``gateway/errors.py``).
 """
 
 from __future__ import annotations
@@ -44,10 +68,140 @@ class ActorNameTaken(ActorError, ValueError):
     """Another live child of the same parent already has this name."""
 
 
-class MailboxFull(ActorError):
-    """``tell`` or ``ask`` on a bounded mailbox that is at capacity."""
+class RequestError(InferenceRuntimeError):
+    """The request is malformed or asks for something this deployment cannot do."""
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+        self.code = code
+
+
+class UnsupportedParameter(RequestError):
+    """A parameter the deployment cannot honour: refused, never silently dropped."""
+
+    def __init__(self, param: str, reason: str) -> None:
+        super().__init__(f"{param}: {reason}", param=param, code="unsupported_parameter")
+
+
+class ContextLengthExceeded(RequestError):
+    """Prompt plus ``max_tokens`` do not fit the model's context window."""
+
+    def __init__(self, *, prompt_tokens: int, max_tokens: int, max_context: int) -> None:
+        super().__init__(
+            f"This model's maximum context length is {max_context} tokens. However, you "
+            f"requested {prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, "
+            f"{max_tokens} in the completion). Please reduce the length of the messages or "
+            "completion.",
+            param="messages",
+            code="context_length_exceeded",
+        )
+
+
+class ContentFiltered(RequestError):
+    """The provider refused the content."""
+
+
+class AuthenticationFailed(InferenceRuntimeError):
+    """Missing or wrong API key."""
+
+
+class PermissionDenied(InferenceRuntimeError):
+    """The key is valid but not for this."""
+
+
+class NotFound(InferenceRuntimeError):
+    """The addressed thing does not exist."""
+
+
+class ModelNotFound(NotFound):
+    """No deployment serves the requested model."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"The model `{model}` does not exist or you do not have access to it.")
+        self.model = model
+
+
+class RequestTooLarge(InferenceRuntimeError):
+    """The body is over the gateway's limit."""
+
+
+class Backpressure(InferenceRuntimeError):
+    """No capacity right now; try again after ``retry_after`` seconds."""
 
     retryable = True
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RateLimited(Backpressure):
+    """A requests- or tokens-per-minute limit was hit."""
+
+
+class BudgetExceeded(Backpressure):
+    """The deployment's spend budget has no room for this request."""
+
+
+class Unavailable(InferenceRuntimeError):
+    """Nothing can serve the request at the moment."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class NoHealthyReplica(Unavailable):
+    """The deployment has no replica that may take requests."""
+
+
+class ReplicaFailed(Unavailable):
+    """The replica serving the request failed (its context was poisoned or it was taken out)."""
+
+
+class CircuitOpen(Unavailable):
+    """The circuit breaker for the upstream is open."""
+
+
+class UpstreamError(InferenceRuntimeError):
+    """A remote provider answered with an error or broke the connection."""
+
+    retryable = True
+
+
+class GatewayTimeout(InferenceRuntimeError):
+    """The request took longer than allowed."""
+
+    retryable = True
+
+
+class EngineError(InferenceRuntimeError):
+    """Raised by model runners; the engine's supervision decides what follows."""
+
+
+class ContextPoisoned(EngineError):
+    """The device context is unusable (CUDA error, lost device); the context is rebuilt."""
+
+    retryable = True
+
+
+class OutOfMemory(EngineError):
+    """The device ran out of memory; the context is rebuilt and the causing request fails."""
+
+    def __init__(self, message: str, *, sequence_ids: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.sequence_ids = sequence_ids
+
+
+class Unrecoverable(EngineError):
+    """The replica cannot go on; it is taken out of service at once."""
+
+
+class MailboxFull(Backpressure, ActorError):
+    """``tell`` or ``ask`` on a bounded mailbox that is at capacity."""
 
     def __init__(self, path: str, capacity: int) -> None:
         super().__init__(f"mailbox of {path} is full ({capacity} messages)")
@@ -65,7 +219,7 @@ class ActorStopped(ActorError):
         self.path = path
 
 
-class AskTimeout(ActorError, TimeoutError):
+class AskTimeout(GatewayTimeout, ActorError, TimeoutError):
     """No answer arrived within the ask's timeout."""
 
     retryable = True

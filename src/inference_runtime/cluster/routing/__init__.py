@@ -1,0 +1,1 @@
+"""Routing policies: one per module, each behind the one-method RoutingPolicy interface."""

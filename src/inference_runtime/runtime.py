@@ -1,0 +1,1 @@
+"""Builds and runs the whole topology from a config."""
