@@ -252,7 +252,7 @@ async def tell_queue(n: int, capacity: int | None) -> float:
     return n / elapsed
 
 
-class PykkaCounter(pykka.ThreadingActor):  # type: ignore[misc]
+class PykkaCounter(pykka.ThreadingActor):
     def __init__(self, target: int, done: threading.Event) -> None:
         super().__init__()
         self.target = target
@@ -324,7 +324,7 @@ async def ask_future(n: int) -> Latency:
     return Latency.of(samples)
 
 
-class PykkaEcho(pykka.ThreadingActor):  # type: ignore[misc]
+class PykkaEcho(pykka.ThreadingActor):
     def on_receive(self, message: Any) -> Any:
         return message
 
@@ -404,7 +404,7 @@ async def _wait(stop: asyncio.Future[None]) -> None:
     await stop
 
 
-class PykkaIdle(pykka.ThreadingActor):  # type: ignore[misc]
+class PykkaIdle(pykka.ThreadingActor):
     def on_receive(self, message: Any) -> None:
         pass
 

@@ -6,7 +6,6 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from inference_runtime.errors import AskTimeout
 
 if TYPE_CHECKING:
     from inference_runtime.actors.cell import ActorCell
@@ -27,11 +26,6 @@ class ActorStatistics:
     restarts: int
     children: int
     timers: int
-
-
-def _expire(reply: asyncio.Future[Any], path: str, timeout: float, message: object) -> None:
-    if not reply.done():
-        reply.set_exception(AskTimeout(path, timeout, message))
 
 
 class ActorRef:
@@ -61,16 +55,11 @@ class ActorRef:
         lives), ``ActorStopped`` at once if the actor stops first, ``MailboxFull`` if it is full.
         """
         cell = self._cell
-        loop = cell.loop
-        reply: asyncio.Future[Any] = loop.create_future()
+        reply: asyncio.Future[Any] = cell.loop.create_future()
         cell.tell_ask(message, reply)
-        if timeout is None:
-            return await reply
-        handle = loop.call_later(timeout, _expire, reply, self.path, timeout, message)
-        try:
-            return await reply
-        finally:
-            handle.cancel()
+        if timeout is not None:
+            cell.system.ask_deadlines.add(timeout, reply, self.path, message)
+        return await reply
 
     def stop(self) -> None:
         """Ask the actor to stop after the message it is handling (pending asks fail now)."""

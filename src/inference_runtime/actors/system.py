@@ -13,6 +13,7 @@ from typing import Any
 from inference_runtime.actors.actor import Actor
 from inference_runtime.actors.cell import ActorCell
 from inference_runtime.actors.clock import Clock, LoopClock
+from inference_runtime.actors.deadlines import AskDeadlines
 from inference_runtime.actors.messages import ChildFailed, DeadLetter
 from inference_runtime.actors.props import Props
 from inference_runtime.actors.ref import ActorRef
@@ -115,6 +116,7 @@ class ActorSystem:
         self.clock: Clock = clock if clock is not None else LoopClock(loop)
         self.default_strategy = DEFAULT_STRATEGY
         self.dead_letters = DeadLetters()
+        self.ask_deadlines = AskDeadlines(loop)
         self.termination_cause: BaseException | None = None
         self.restarts = 0
         self._uids = itertools.count(1)

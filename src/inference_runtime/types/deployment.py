@@ -25,6 +25,8 @@ class ServingConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     """Sequences a replica runs at once (its batch size)."""
     queue_capacity: int = 256
     """Sequences a replica holds waiting beyond ``max_concurrent``; more is backpressure."""
+    max_batched_tokens: int = 8192
+    """Token budget of one engine step (a decode costs 1, a prefill its prompt length)."""
     on_capacity_exhausted: Literal["reject", "queue", "fallback"] = "reject"
     """``reject``: 429 with Retry-After; ``queue``: wait up to ``queue_timeout_s``;
     ``fallback``: try the deployments in ``fallbacks``, in order."""
@@ -36,6 +38,8 @@ class ServingConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     def __post_init__(self) -> None:
         if self.max_concurrent < 1:
             raise _rule("serving.max_concurrent", "must be >= 1")
+        if self.max_batched_tokens < 1:
+            raise _rule("serving.max_batched_tokens", "must be >= 1")
         if self.queue_capacity < 0:
             raise _rule("serving.queue_capacity", "must be >= 0")
         if self.queue_timeout_s <= 0:

@@ -420,3 +420,20 @@ async def test_statistics(system: ActorSystem) -> None:
     total = system.statistics()
     assert total.messages_processed == 6
     assert total.restarts == 1
+
+
+async def test_ask_deadlines_share_timers(system: ActorSystem) -> None:
+    gate, seen = asyncio.Event(), []
+    stuck = system.actor_of(Props(lambda: Gate(gate, seen), mailbox_capacity=None), "stuck")
+    fast = system.actor_of(Props(Recorder, mailbox_capacity=None), "fast")
+    slow_asks = [asyncio.ensure_future(stuck.ask(i, timeout=0.05)) for i in range(3)]
+    other_lane = asyncio.ensure_future(stuck.ask("long", timeout=30))
+    # answered asks behind a stuck head are compacted away, not kept until it expires
+    for i in range(300):
+        assert await fast.ask(i, timeout=0.05) == i
+    assert len(system.ask_deadlines) < 300
+    results = await asyncio.gather(*slow_asks, return_exceptions=True)
+    assert all(isinstance(r, AskTimeout) for r in results)
+    assert not other_lane.done()
+    gate.set()
+    assert await other_lane == "long"

@@ -1,0 +1,138 @@
+"""Continuous batching: which sequences run in the next engine step.
+
+A sequence that arrives while others decode joins at the next step (its prefill runs in the same
+step as their decodes); a finished or aborted one leaves at once and its slot is free for the next
+step. The token budget bounds the work of one step: each decode costs one token, each prefill its
+prompt length (a prompt larger than the whole budget runs alone, so it cannot starve).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from inference_runtime.engine.runner import ScheduledBatch, TokenOutput
+from inference_runtime.engine.sequence import Sequence, SequenceStatus
+from inference_runtime.errors import Backpressure
+from inference_runtime.types import TokenChunk
+
+
+class Scheduler:
+    """Waiting and running queues of one replica (plain state; the engine core drives it)."""
+
+    def __init__(
+        self,
+        *,
+        max_num_seqs: int,
+        max_batched_tokens: int,
+        queue_capacity: int,
+        retry_after: float = 1.0,
+    ) -> None:
+        if max_num_seqs < 1 or max_batched_tokens < 1 or queue_capacity < 0:
+            raise ValueError("max_num_seqs and max_batched_tokens must be >= 1, queue >= 0")
+        self.max_num_seqs = max_num_seqs
+        self.max_batched_tokens = max_batched_tokens
+        self.queue_capacity = queue_capacity
+        self.retry_after = retry_after
+        self.waiting: deque[Sequence] = deque()
+        self.running: dict[str, Sequence] = {}
+        self.released: list[str] = []
+
+    # -- admission ---------------------------------------------------------------------
+
+    def has_room(self, count: int = 1) -> bool:
+        return (
+            len(self.running) + len(self.waiting) + count <= self.max_num_seqs + self.queue_capacity
+        )
+
+    def add(self, sequences: list[Sequence]) -> None:
+        """Queue sequences (all choices of a request together); Backpressure when full."""
+        if not self.has_room(len(sequences)):
+            raise Backpressure(
+                f"replica is at capacity ({len(self.running)} running, "
+                f"{len(self.waiting)} waiting)",
+                retry_after=self.retry_after,
+            )
+        self.waiting.extend(sequences)
+
+    def abort(self, seq_id: str) -> Sequence | None:
+        """Remove a sequence wherever it is; its runner state is released at the next step."""
+        seq = self.running.pop(seq_id, None)
+        if seq is not None:
+            self.released.append(seq_id)
+        else:
+            for candidate in self.waiting:
+                if candidate.seq_id == seq_id:
+                    seq = candidate
+                    self.waiting.remove(candidate)
+                    break
+        if seq is not None:
+            seq.status = SequenceStatus.ABORTED
+        return seq
+
+    # -- one step ----------------------------------------------------------------------
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.running or self.waiting)
+
+    def schedule(self) -> tuple[ScheduledBatch, list[Sequence]]:
+        """The next step's batch: every running sequence decodes, waiting ones join while
+        slots and the token budget allow. Returns the batch and the sequences in it."""
+        budget = self.max_batched_tokens - len(self.running)
+        seqs = list(self.running.values())
+        while self.waiting and len(self.running) < self.max_num_seqs:
+            head = self.waiting[0]
+            cost = len(head.prompt_ids)
+            if cost > budget and seqs:
+                break
+            self.waiting.popleft()
+            budget -= cost
+            seqs.append(head)
+            self.running[head.seq_id] = head
+        batch = ScheduledBatch(sequences=[s.scheduled() for s in seqs], released=self.released)
+        self.released = []
+        for seq in seqs:
+            seq.status = SequenceStatus.RUNNING
+        return batch, seqs
+
+    def update(
+        self, seqs: list[Sequence], outputs: dict[str, TokenOutput]
+    ) -> tuple[list[tuple[Sequence, TokenChunk]], list[Sequence]]:
+        """Apply a step's tokens. Returns the chunks to emit and the sequences that finished
+        (already out of the running set). Sequences aborted during the step are skipped."""
+        chunks: list[tuple[Sequence, TokenChunk]] = []
+        finished: list[Sequence] = []
+        for seq in seqs:
+            if seq.status is not SequenceStatus.RUNNING:
+                continue
+            out = outputs.get(seq.seq_id)
+            if out is None:
+                continue
+            chunk = seq.append(out)
+            if chunk is not None:
+                chunks.append((seq, chunk))
+            if seq.finish_reason is not None:
+                seq.status = SequenceStatus.FINISHED
+                del self.running[seq.seq_id]
+                self.released.append(seq.seq_id)
+                finished.append(seq)
+        return chunks, finished
+
+    def drain_all(self) -> list[Sequence]:
+        """Take every sequence out (the replica failed); their runner state is gone with it."""
+        seqs = [*self.running.values(), *self.waiting]
+        self.running.clear()
+        self.waiting.clear()
+        self.released = []
+        for seq in seqs:
+            seq.status = SequenceStatus.ABORTED
+        return seqs
+
+    def fail_running(self) -> list[Sequence]:
+        """Take the running sequences out (their context was lost); waiting ones stay."""
+        seqs = list(self.running.values())
+        self.running.clear()
+        self.released = []
+        for seq in seqs:
+            seq.status = SequenceStatus.ABORTED
+        return seqs

@@ -1,0 +1,143 @@
+"""Stop strings, holdback, and the continuous-batching scheduler (no actors)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from inference_runtime.engine.runner import TokenOutput
+from inference_runtime.engine.scheduler import Scheduler
+from inference_runtime.engine.sequence import Sequence, SequenceStatus
+from inference_runtime.errors import Backpressure
+from inference_runtime.types import EngineRequest, SamplingParams
+
+
+class NullSink:
+    def on_chunk(self, chunk: Any) -> None: ...
+    def on_finish(self, index: int, usage: Any) -> None: ...
+    def on_error(self, index: int, error: BaseException, usage: Any) -> None: ...
+
+
+def make_seq(
+    rid: str, *, prompt_len: int = 3, max_tokens: int = 100, stop: tuple[str, ...] = ()
+) -> Sequence:
+    request = EngineRequest(
+        request_id=rid,
+        deployment="d",
+        prompt="x",
+        sampling=SamplingParams(max_tokens=max_tokens, stop=stop),
+    )
+    return Sequence(
+        request=request,
+        prompt_ids=list(range(prompt_len)),
+        prompt_text="x",
+        max_tokens=max_tokens,
+        sink=NullSink(),
+        arrival=0.0,
+    )
+
+
+def feed(seq: Sequence, pieces: list[str]) -> str:
+    emitted = ""
+    for i, piece in enumerate(pieces):
+        chunk = seq.append(TokenOutput(token_id=i + 1, text=piece))
+        if chunk is not None:
+            emitted += chunk.text
+        if seq.finish_reason:
+            break
+    return emitted
+
+
+def test_stop_string_across_tokens_never_leaks() -> None:
+    seq = make_seq("a", stop=("END",))
+    assert feed(seq, ["hello ", "wor", "ld E", "N", "D more"]) == "hello world "
+    assert seq.finish_reason == "stop"
+
+
+def test_holdback_released_when_no_stop() -> None:
+    seq = make_seq("a", stop=("XYZ",), max_tokens=4)
+    assert feed(seq, ["ab", "cX", "Yd", "e"]) == "abcXYde"
+    assert seq.finish_reason == "length"
+
+
+def test_earliest_stop_wins() -> None:
+    seq = make_seq("a", stop=("cd", "b"))
+    assert feed(seq, ["abcd"]) == "a"
+
+
+def test_eos_finishes_with_stop() -> None:
+    seq = make_seq("a")
+    seq.append(TokenOutput(token_id=5, text="hi"))
+    chunk = seq.append(TokenOutput(token_id=0, text="", eos=True))
+    assert chunk is not None
+    assert chunk.finish_reason == "stop"
+    assert seq.num_output_tokens == 2
+
+
+def test_max_tokens_length() -> None:
+    seq = make_seq("a", max_tokens=2)
+    assert feed(seq, ["a", "b", "c"]) == "ab"
+    assert seq.finish_reason == "length"
+
+
+def test_new_sequences_join_running_batch() -> None:
+    sched = Scheduler(max_num_seqs=4, max_batched_tokens=100, queue_capacity=4)
+    sched.add([make_seq("a")])
+    batch, seqs = sched.schedule()
+    assert [s.prefill for s in batch.sequences] == [True]
+    sched.add([make_seq("b")])
+    batch, seqs = sched.schedule()
+    assert [(s.seq_id, s.prefill) for s in batch.sequences] == [("a/0", False), ("b/0", True)]
+
+
+def test_max_num_seqs_and_token_budget() -> None:
+    sched = Scheduler(max_num_seqs=2, max_batched_tokens=10, queue_capacity=10)
+    sched.add([make_seq(str(i), prompt_len=4) for i in range(4)])
+    _, seqs = sched.schedule()
+    assert len(seqs) == 2  # slots
+    sched2 = Scheduler(max_num_seqs=8, max_batched_tokens=10, queue_capacity=10)
+    sched2.add([make_seq(str(i), prompt_len=4) for i in range(4)])
+    _, seqs = sched2.schedule()
+    assert len(seqs) == 2  # token budget: 4 + 4 <= 10 < 12
+    big = Scheduler(max_num_seqs=8, max_batched_tokens=10, queue_capacity=10)
+    big.add([make_seq("huge", prompt_len=50)])
+    _, seqs = big.schedule()
+    assert len(seqs) == 1  # a prompt over the budget runs alone rather than never
+
+
+def test_finished_leave_at_once_and_are_released() -> None:
+    sched = Scheduler(max_num_seqs=2, max_batched_tokens=100, queue_capacity=2)
+    sched.add([make_seq("a", max_tokens=1), make_seq("b", max_tokens=5)])
+    _, seqs = sched.schedule()
+    outputs = {s.seq_id: TokenOutput(token_id=1, text="x") for s in seqs}
+    chunks, finished = sched.update(seqs, outputs)
+    assert [s.seq_id for s in finished] == ["a/0"]
+    assert list(sched.running) == ["b/0"]
+    batch, _ = sched.schedule()
+    assert batch.released == ["a/0"]
+
+
+def test_backpressure_when_full() -> None:
+    sched = Scheduler(max_num_seqs=1, max_batched_tokens=100, queue_capacity=1, retry_after=2)
+    sched.add([make_seq("a"), make_seq("b")])
+    with pytest.raises(Backpressure) as info:
+        sched.add([make_seq("c")])
+    assert info.value.retry_after == 2
+
+
+def test_abort_waiting_and_running() -> None:
+    sched = Scheduler(max_num_seqs=1, max_batched_tokens=100, queue_capacity=2)
+    a, b = make_seq("a"), make_seq("b")
+    sched.add([a, b])
+    _, seqs = sched.schedule()
+    assert sched.abort("b/0") is b
+    assert sched.abort("a/0") is a
+    assert a.status is SequenceStatus.ABORTED
+    assert not sched.has_work
+    assert sched.released == ["a/0"]
+    # an abort during a step: its output is ignored
+    chunks, finished = sched.update(seqs, {"a/0": TokenOutput(token_id=1, text="x")})
+    assert chunks == []
+    assert finished == []
+    assert sched.abort("nope") is None
