@@ -29,14 +29,14 @@ program (a bad name, an actor that cannot even start).
     ├── GatewayTimeout                            retryable   504
     ├── EngineError                                           (raised by model runners)
     │   ├── ContextPoisoned                       retryable   the context restarts
-    │   ├── OutOfMemory                           final       the context restarts; the request fails
+    │   ├── OutOfMemory                           final       context restarts; request fails
     │   └── Unrecoverable                         final       escalates: the replica is taken out
     └── ActorError                                            (the actor kernel)
         ├── InvalidActorName                      final       a name that breaks the naming rules
         ├── ActorNameTaken                        final       a sibling already has that name
         ├── ActorStopped                          retryable   the actor stopped before it answered
         ├── AskTimeout                            retryable   504: no answer within the timeout
-        └── ActorInitializationError              final       constructing or starting an actor failed
+        └── ActorInitializationError              final       building or starting an actor failed
 
 Anything else reaching the gateway is a bug: 500.
 
@@ -120,6 +120,7 @@ class ModelNotFound(NotFound):
     def __init__(self, model: str) -> None:
         super().__init__(f"The model `{model}` does not exist or you do not have access to it.")
         self.model = model
+        self.param = "model"
 
 
 class RequestTooLarge(InferenceRuntimeError):

@@ -108,9 +108,7 @@ class Scheduler:
             out = outputs.get(seq.seq_id)
             if out is None:
                 continue
-            chunk = seq.append(out)
-            if chunk is not None:
-                chunks.append((seq, chunk))
+            chunks.append((seq, seq.append(out)))
             if seq.finish_reason is not None:
                 seq.status = SequenceStatus.FINISHED
                 del self.running[seq.seq_id]

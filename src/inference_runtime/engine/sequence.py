@@ -77,8 +77,9 @@ class Sequence:
             prompt_text=self.prompt_text,
         )
 
-    def append(self, out: TokenOutput) -> TokenChunk | None:
-        """Add one token; return the chunk to emit (None when all new text is held back)."""
+    def append(self, out: TokenOutput) -> TokenChunk:
+        """Add one token; return its chunk (its text is empty while held back, but the token
+        is always reported so that usage stays exact even for a cancelled request)."""
         self.output_ids.append(out.token_id)
         if out.eos:
             self.finish_reason = "stop"
@@ -93,8 +94,6 @@ class Sequence:
             if self.finish_reason
             else max(self.emitted, len(self.text) - self.holdback)
         )
-        if end == self.emitted and self.finish_reason is None and out.logprob is None:
-            return None
         delta = self.text[self.emitted : end]
         self.emitted = end
         logprobs = None

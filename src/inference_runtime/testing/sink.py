@@ -42,4 +42,3 @@ class RecordingSink:
     def error(self, index: int = 0) -> Any:
         entry = self.errors.get(index)
         return entry[0] if entry else None
-

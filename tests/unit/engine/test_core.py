@@ -130,7 +130,7 @@ async def test_seeded_sampling_reproducible(system: ActorSystem) -> None:
 
 
 async def test_request_joins_while_others_decode(system: ActorSystem) -> None:
-    engine, runner = await start_engine(system, deployment(output_tokens=1000))
+    engine, _ = await start_engine(system, deployment(output_tokens=1000))
     long = RecordingSink()
     await engine.ask(AddRequest(request("long", max_tokens=200), long))
     await long.first_chunk
@@ -231,7 +231,7 @@ async def test_oom_fails_the_culprit_with_a_clear_error(system: ActorSystem) -> 
 
 
 async def test_unrecoverable_takes_the_replica_out_at_once(system: ActorSystem) -> None:
-    engine, runner = await start_engine(system, deployment(fatal_marker="FATAL"))
+    engine, _ = await start_engine(system, deployment(fatal_marker="FATAL"))
     waiting = RecordingSink()
     sink = RecordingSink()
     await engine.ask(AddRequest(request("a", prompt="FATAL"), sink))

@@ -41,9 +41,7 @@ def make_seq(
 def feed(seq: Sequence, pieces: list[str]) -> str:
     emitted = ""
     for i, piece in enumerate(pieces):
-        chunk = seq.append(TokenOutput(token_id=i + 1, text=piece))
-        if chunk is not None:
-            emitted += chunk.text
+        emitted += seq.append(TokenOutput(token_id=i + 1, text=piece)).text
         if seq.finish_reason:
             break
     return emitted
@@ -70,7 +68,6 @@ def test_eos_finishes_with_stop() -> None:
     seq = make_seq("a")
     seq.append(TokenOutput(token_id=5, text="hi"))
     chunk = seq.append(TokenOutput(token_id=0, text="", eos=True))
-    assert chunk is not None
     assert chunk.finish_reason == "stop"
     assert seq.num_output_tokens == 2
 
@@ -84,10 +81,10 @@ def test_max_tokens_length() -> None:
 def test_new_sequences_join_running_batch() -> None:
     sched = Scheduler(max_num_seqs=4, max_batched_tokens=100, queue_capacity=4)
     sched.add([make_seq("a")])
-    batch, seqs = sched.schedule()
+    batch, _ = sched.schedule()
     assert [s.prefill for s in batch.sequences] == [True]
     sched.add([make_seq("b")])
-    batch, seqs = sched.schedule()
+    batch, _ = sched.schedule()
     assert [(s.seq_id, s.prefill) for s in batch.sequences] == [("a/0", False), ("b/0", True)]
 
 
@@ -111,7 +108,7 @@ def test_finished_leave_at_once_and_are_released() -> None:
     sched.add([make_seq("a", max_tokens=1), make_seq("b", max_tokens=5)])
     _, seqs = sched.schedule()
     outputs = {s.seq_id: TokenOutput(token_id=1, text="x") for s in seqs}
-    chunks, finished = sched.update(seqs, outputs)
+    _, finished = sched.update(seqs, outputs)
     assert [s.seq_id for s in finished] == ["a/0"]
     assert list(sched.running) == ["b/0"]
     batch, _ = sched.schedule()

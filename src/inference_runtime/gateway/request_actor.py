@@ -1,0 +1,303 @@
+"""``RequestActor``: one request's lifecycle: route, dispatch, stream, retry or fall back, finish.
+
+Tokens go from the engine through this request's sink into its ``ResponseStream``; only control
+events (a choice finished or failed) come through the mailbox. Stopping the actor (the client went
+away) aborts the sequences in the engine and still meters the tokens produced so far.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from inference_runtime.actors import Actor, ActorRef
+from inference_runtime.cluster import Release, Route, RouteLease
+from inference_runtime.engine import AbortRequest, AddRequest, Admitted
+from inference_runtime.errors import (
+    Backpressure,
+    BudgetExceeded,
+    InferenceRuntimeError,
+    ModelNotFound,
+    NoHealthyReplica,
+)
+from inference_runtime.gateway.stream import ResponseStream
+from inference_runtime.metrics import RequestRecord, ReserveBudget
+from inference_runtime.types import Deployment, EngineRequest, TokenChunk, Usage
+
+log = logging.getLogger("inference_runtime.gateway")
+MAX_ATTEMPTS = 3
+_MAX_ITL_SAMPLES = 4096
+
+
+@dataclass
+class RequestJob:
+    """Everything a RequestActor needs; ``groups`` holds one tuple of choices per prompt."""
+
+    request_id: str
+    deployment: Deployment
+    groups: list[tuple[EngineRequest, ...]]
+    stream: ResponseStream
+    resolve: Callable[[str], Deployment | None]
+    """Looks up fallback deployments by name."""
+    session_key: str | None = None
+    arrival: float = field(default_factory=lambda: asyncio.get_running_loop().time())
+
+    @property
+    def choices(self) -> int:
+        return sum(len(g) for g in self.groups)
+
+
+@dataclass(frozen=True, slots=True)
+class _Start:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _ChoiceEnded:
+    attempt: int
+    group: int
+    index: int
+    usage: Usage
+    error: BaseException | None
+
+
+class _AttemptSink:
+    """The SequenceSink of one attempt of one prompt group; dead once the attempt is over."""
+
+    __slots__ = ("alive", "attempt", "group", "owner")
+
+    def __init__(self, owner: RequestActor, attempt: int, group: int) -> None:
+        self.owner, self.attempt, self.group, self.alive = owner, attempt, group, True
+
+    def on_chunk(self, chunk: TokenChunk) -> None:
+        if self.alive:
+            self.owner.on_chunk(chunk)
+
+    def on_finish(self, index: int, usage: Usage) -> None:
+        self._ended(index, usage, None)
+
+    def on_error(self, index: int, error: BaseException, usage: Usage) -> None:
+        self._ended(index, usage, error)
+
+    def _ended(self, index: int, usage: Usage, error: BaseException | None) -> None:
+        if self.alive:
+            self.owner.context.self_ref.tell(
+                _ChoiceEnded(self.attempt, self.group, index, usage, error)
+            )
+
+
+class RequestActor(Actor):
+    def __init__(self, job: RequestJob, *, coordinator: ActorRef, metrics: ActorRef | None) -> None:
+        self.job = job
+        self.coordinator = coordinator
+        self.metrics = metrics
+        self.deployment = job.deployment
+        self.fallbacks = list(job.deployment.fallbacks)
+        self.lease: RouteLease | None = None
+        self.sinks: list[_AttemptSink] = []
+        self.admitted: list[str] = []
+        self.attempt = 0
+        self.tried: set[str] = set()
+        self.reservation: int | None = None
+        self.prompt_tokens = 0
+        self.ended: dict[tuple[int, int], Usage] = {}
+        self.completion_tokens = 0
+        self.admitted_at: float | None = None
+        self.first_token_at: float | None = None
+        self.last_token_at: float | None = None
+        self.itl: list[float] = []
+        self.done = False
+        self.now = asyncio.get_running_loop().time
+
+    def pre_start(self) -> None:
+        self.context.self_ref.tell(_Start())
+
+    async def receive(self, message: Any) -> None:
+        if isinstance(message, _Start):
+            await self._dispatch()
+        elif isinstance(message, _ChoiceEnded) and message.attempt == self.attempt:
+            self._choice_ended(message)
+
+    # -- the token path (called by the engine, not through the mailbox) -----------------
+
+    def on_chunk(self, chunk: TokenChunk) -> None:
+        now = self.now()
+        self.completion_tokens += len(chunk.token_ids)
+        if self.first_token_at is None:
+            self.first_token_at = now
+        if chunk.index == 0:
+            last = self.last_token_at
+            if last is not None and len(self.itl) < _MAX_ITL_SAMPLES:
+                self.itl.append(now - last)
+            self.last_token_at = now
+        self.job.stream.push(chunk)
+
+    # -- dispatch: route, reserve, admit; retry, queue or fall back ----------------------
+
+    async def _dispatch(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = self.job.arrival + self.deployment.serving.queue_timeout_s
+        backoff = 0.002
+        while not self.done:
+            try:
+                await self._try_once()
+                return
+            except BudgetExceeded as error:
+                budget = self.deployment.budget
+                wait = max(error.retry_after, backoff)
+                if budget and budget.on_exceeded == "throttle" and loop.time() + wait < deadline:
+                    await asyncio.sleep(wait)
+                    continue
+                self._fail(error)
+            except Backpressure as error:
+                mode = self.deployment.serving.on_capacity_exhausted
+                if mode == "queue" and loop.time() + backoff < deadline:
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 0.05)
+                    continue
+                if mode == "fallback" and self._next_fallback():
+                    continue
+                self._fail(error)
+            except NoHealthyReplica as error:
+                if self._next_fallback():
+                    continue
+                self._fail(error)
+            except InferenceRuntimeError as error:
+                if error.retryable and self.attempt < MAX_ATTEMPTS:
+                    continue  # the replica went away between route and admit
+                self._fail(error)
+
+    async def _try_once(self) -> None:
+        self.attempt += 1
+        lease = await self.coordinator.ask(
+            Route(self.deployment.name, self.job.session_key, frozenset(self.tried))
+        )
+        self.lease = lease
+        try:
+            await self._reserve_budget()
+            self.sinks = [_AttemptSink(self, self.attempt, g) for g in range(len(self.job.groups))]
+            self.admitted = []
+            prompt_tokens = 0
+            for group, sink in zip(self.job.groups, self.sinks, strict=True):
+                admitted: Admitted = await lease.engine.ask(AddRequest(group, sink))
+                self.admitted.append(group[0].request_id)
+                prompt_tokens += admitted.prompt_tokens
+            self.prompt_tokens = prompt_tokens
+            self.admitted_at = asyncio.get_running_loop().time()
+        except InferenceRuntimeError:
+            self.tried.add(lease.replica_id)
+            self._abandon_attempt()
+            raise
+
+    async def _reserve_budget(self) -> None:
+        dep = self.deployment
+        if self.reservation is not None or dep.budget is None or self.metrics is None:
+            return
+        worst = sum((g[0].sampling.max_tokens or 4096) * len(g) for g in self.job.groups)
+        prompt_estimate = sum(
+            len(g[0].prompt or "") // 4 + sum(len(m.text()) // 4 for m in g[0].messages or ())
+            for g in self.job.groups
+        )
+        self.reservation = await self.metrics.ask(ReserveBudget(dep.name, prompt_estimate, worst))
+
+    def _next_fallback(self) -> bool:
+        """Move to the next fallback deployment, settling what was reserved on this one."""
+        while self.fallbacks:
+            name = self.fallbacks.pop(0)
+            target = self.job.resolve(name)
+            if target is None:
+                log.warning("fallback %r of %r does not exist", name, self.deployment.name)
+                continue
+            self._record("rejected", error_code="fallback")
+            self.deployment, self.tried, self.reservation = target, set(), None
+            return True
+        return False
+
+    # -- endings -------------------------------------------------------------------------
+
+    def _choice_ended(self, event: _ChoiceEnded) -> None:
+        if event.error is None:
+            self.ended[(event.group, event.index)] = event.usage
+            if len(self.ended) == self.job.choices:
+                usage = Usage(
+                    prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens
+                )
+                self.job.stream.finish(usage)
+                self._finish("success")
+            return
+        error = event.error
+        retryable = isinstance(error, InferenceRuntimeError) and error.retryable
+        if (
+            retryable
+            and self.job.stream.emitted == 0
+            and self.deployment.idempotent
+            and self.attempt < MAX_ATTEMPTS
+        ):
+            assert self.lease is not None
+            self.tried.add(self.lease.replica_id)
+            self._abandon_attempt()
+            self.context.self_ref.tell(_Start())
+            return
+        self._fail(error)
+
+    def _fail(self, error: BaseException) -> None:
+        self.job.stream.fail(error)
+        code = getattr(error, "code", None) or type(error).__name__
+        outcome = "rejected" if self.admitted_at is None else "error"
+        self._finish(outcome, error_code=str(code))
+
+    def _finish(self, outcome: str, *, error_code: str | None = None) -> None:
+        if self.done:
+            return
+        self.done = True
+        self._abandon_attempt(abort=outcome != "success")
+        self._record(outcome, error_code=error_code)
+        self.context.stop(self.context.self_ref)
+
+    def _abandon_attempt(self, *, abort: bool = True) -> None:
+        for sink in self.sinks:
+            sink.alive = False
+        if self.lease is not None:
+            if abort:
+                for request_id in self.admitted:
+                    self.lease.engine.tell(AbortRequest(request_id))
+            self.coordinator.tell(Release(self.lease.deployment, self.lease.replica_id))
+            self.lease = None
+        self.admitted = []
+
+    def _record(self, outcome: str, *, error_code: str | None = None) -> None:
+        if self.metrics is None:
+            return
+        now = asyncio.get_running_loop().time()
+        arrival = self.job.arrival
+        record = RequestRecord(
+            deployment=self.deployment.name,
+            replica_id=self.lease.replica_id if self.lease else None,
+            outcome=outcome,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            e2e_s=now - arrival,
+            ttft_s=None if self.first_token_at is None else self.first_token_at - arrival,
+            queue_s=None if self.admitted_at is None else self.admitted_at - arrival,
+            inter_token_s=tuple(self.itl),
+            error_code=error_code,
+            reservation=self.reservation,
+        )
+        self.reservation = None
+        try:
+            self.metrics.tell(record)
+        except InferenceRuntimeError:
+            log.warning("metrics mailbox full; a request record was dropped")
+
+    def post_stop(self) -> None:
+        if not self.done:  # the client went away, or the system is stopping
+            self.done = True
+            self.job.stream.fail(asyncio.CancelledError())
+            self._abandon_attempt(abort=True)
+            self._record("cancelled", error_code="client_disconnected")
+
+
+__all__ = ["MAX_ATTEMPTS", "ModelNotFound", "RequestActor", "RequestJob"]

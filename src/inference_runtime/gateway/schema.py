@@ -1,0 +1,218 @@
+"""OpenAI request bodies, validated at the edge with msgspec.
+
+Every field OpenAI documents is known here. A field we do not know is refused the way OpenAI
+refuses it; a known field this runtime cannot honour is refused by name (never dropped).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, TypeVar
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+from inference_runtime.errors import RequestError, UnsupportedParameter
+from inference_runtime.types import ChatMessage, SamplingParams
+
+T = TypeVar("T")
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+MAX_STOP = 4
+MAX_N = 128
+
+# Known to OpenAI but not honoured by the local engines (remote providers pass them through).
+_NOT_HONOURED = (
+    "tools",
+    "tool_choice",
+    "functions",
+    "function_call",
+    "parallel_tool_calls",
+    "response_format",
+    "logit_bias",
+    "modalities",
+    "audio",
+    "prediction",
+    "reasoning_effort",
+    "service_tier",
+    "web_search_options",
+    "best_of",
+    "suffix",
+    "echo",
+)
+
+
+class StreamOptions(msgspec.Struct, forbid_unknown_fields=True):
+    include_usage: bool = False
+
+
+class _Common(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    model: str
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int = 1
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    user: str | None = None
+    metadata: dict[str, str] | None = None
+    store: bool | None = None
+    # known, not honoured locally: presence is an error (see _NOT_HONOURED)
+    tools: Any | UnsetType = UNSET
+    tool_choice: Any | UnsetType = UNSET
+    functions: Any | UnsetType = UNSET
+    function_call: Any | UnsetType = UNSET
+    parallel_tool_calls: Any | UnsetType = UNSET
+    response_format: Any | UnsetType = UNSET
+    logit_bias: Any | UnsetType = UNSET
+    modalities: Any | UnsetType = UNSET
+    audio: Any | UnsetType = UNSET
+    prediction: Any | UnsetType = UNSET
+    reasoning_effort: Any | UnsetType = UNSET
+    service_tier: Any | UnsetType = UNSET
+    web_search_options: Any | UnsetType = UNSET
+    best_of: Any | UnsetType = UNSET
+    suffix: Any | UnsetType = UNSET
+    echo: Any | UnsetType = UNSET
+
+
+class ChatCompletionRequest(_Common, kw_only=True):
+    messages: list[ChatMessage]
+    max_completion_tokens: int | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = None
+
+
+class CompletionRequest(_Common, kw_only=True):
+    prompt: str | list[Any]
+    logprobs: int | None = None
+
+
+_decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {
+    cls: msgspec.json.Decoder(cls) for cls in (ChatCompletionRequest, CompletionRequest)
+}
+_PATH = re.compile(r"at `\$\.?([^`\[]*)")
+_UNKNOWN = re.compile(r"unknown field `([^`]+)`")
+_MISSING = re.compile(r"missing required field `([^`]+)`")
+
+
+def decode(body: bytes, cls: type[T]) -> T:
+    """Parse and type-check a body; errors become a 400 naming the parameter."""
+    try:
+        result: T = _decoders[cls].decode(body)
+    except msgspec.ValidationError as error:
+        text = str(error)
+        unknown = _UNKNOWN.search(text)
+        if unknown:
+            raise RequestError(
+                f"Unrecognized request argument supplied: {unknown.group(1)}",
+                param=unknown.group(1),
+                code="unrecognized_argument",
+            ) from None
+        path = _PATH.search(text)
+        missing = _MISSING.search(text)
+        param = path.group(1) if path and path.group(1) else None
+        if missing:
+            param = f"{param}.{missing.group(1)}" if param else missing.group(1)
+        raise RequestError(f"Invalid request: {text}", param=param) from None
+    except msgspec.DecodeError as error:
+        raise RequestError(f"The body is not valid JSON: {error}") from None
+    return result
+
+
+def _range(name: str, value: float | None, low: float, high: float) -> None:
+    if value is not None and not low <= value <= high:
+        raise RequestError(f"{name} must be between {low:g} and {high:g}, got {value}", param=name)
+
+
+def validate_common(req: _Common) -> None:
+    for name in _NOT_HONOURED:
+        if getattr(req, name) is not UNSET:
+            raise UnsupportedParameter(name, "not supported by this deployment's runtime")
+    if not req.model:
+        raise RequestError("model must not be empty", param="model")
+    if not 1 <= req.n <= MAX_N:
+        raise RequestError(f"n must be between 1 and {MAX_N}", param="n")
+    _range("temperature", req.temperature, 0.0, 2.0)
+    _range("top_p", req.top_p, 0.0, 1.0)
+    _range("presence_penalty", req.presence_penalty, -2.0, 2.0)
+    _range("frequency_penalty", req.frequency_penalty, -2.0, 2.0)
+    if req.top_k is not None and req.top_k < -1:
+        raise RequestError("top_k must be >= -1 (-1 or 0: disabled)", param="top_k")
+    if req.max_tokens is not None and req.max_tokens < 1:
+        raise RequestError("max_tokens must be >= 1", param="max_tokens")
+    if req.stream_options is not None and not req.stream:
+        raise RequestError(
+            "stream_options is only allowed when stream is true", param="stream_options"
+        )
+    stops = stop_list(req.stop)
+    if len(stops) > MAX_STOP:
+        raise RequestError(f"stop takes at most {MAX_STOP} sequences", param="stop")
+
+
+def validate_chat(req: ChatCompletionRequest) -> None:
+    validate_common(req)
+    if not req.messages:
+        raise RequestError("messages must not be empty", param="messages")
+    for i, message in enumerate(req.messages):
+        if message.role not in ROLES:
+            raise RequestError(
+                f"messages[{i}].role: {message.role!r} is not one of {sorted(ROLES)}",
+                param=f"messages[{i}].role",
+            )
+    both = req.max_tokens is not None and req.max_completion_tokens is not None
+    if both and req.max_tokens != req.max_completion_tokens:
+        raise RequestError(
+            "max_tokens and max_completion_tokens disagree; set one", param="max_tokens"
+        )
+    if req.max_completion_tokens is not None and req.max_completion_tokens < 1:
+        raise RequestError("max_completion_tokens must be >= 1", param="max_completion_tokens")
+    if req.top_logprobs is not None:
+        if not req.logprobs:
+            raise RequestError("top_logprobs needs logprobs: true", param="top_logprobs")
+        _range("top_logprobs", req.top_logprobs, 0, 20)
+
+
+def stop_list(stop: str | list[str] | None) -> tuple[str, ...]:
+    if stop is None:
+        return ()
+    return (stop,) if isinstance(stop, str) else tuple(stop)
+
+
+def sampling_of(req: ChatCompletionRequest | CompletionRequest) -> SamplingParams:
+    """Map the API's parameters to the engine's (OpenAI's defaults where absent)."""
+    max_tokens = req.max_tokens
+    logprobs, top_logprobs = False, None
+    if isinstance(req, ChatCompletionRequest):
+        if req.max_completion_tokens is not None:
+            max_tokens = req.max_completion_tokens
+        logprobs, top_logprobs = req.logprobs, req.top_logprobs
+    elif req.logprobs is not None:
+        logprobs, top_logprobs = True, req.logprobs
+    return SamplingParams(
+        max_tokens=max_tokens,
+        temperature=1.0 if req.temperature is None else req.temperature,
+        top_p=1.0 if req.top_p is None else req.top_p,
+        top_k=req.top_k if req.top_k not in (None, 0, -1) else None,
+        seed=req.seed,
+        stop=stop_list(req.stop),
+        presence_penalty=req.presence_penalty or 0.0,
+        frequency_penalty=req.frequency_penalty or 0.0,
+        logprobs=logprobs,
+        top_logprobs=top_logprobs,
+    )
+
+
+def prompts_of(req: CompletionRequest) -> list[str]:
+    prompt = req.prompt
+    if isinstance(prompt, str):
+        return [prompt]
+    if prompt and all(isinstance(p, str) for p in prompt):
+        return [str(p) for p in prompt]
+    if not prompt:
+        raise RequestError("prompt must not be empty", param="prompt")
+    raise UnsupportedParameter("prompt", "token-id prompts are not supported by this runtime")

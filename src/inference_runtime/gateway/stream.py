@@ -1,0 +1,59 @@
+"""``ResponseStream``: token chunks on their way from an engine to one HTTP response.
+
+The engine pushes (through the request's sink) and the HTTP handler drains; no actor mailbox is
+involved. The handler takes everything queued at once, so a slow writer gets fewer, larger writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from inference_runtime.types import TokenChunk, Usage
+
+
+class ResponseStream:
+    __slots__ = ("_loop", "_queue", "_waiter", "emitted", "ended", "error", "usage")
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._queue: list[TokenChunk] = []
+        self._waiter: asyncio.Future[None] | None = None
+        self.emitted = 0
+        """Chunks handed to the client side so far (0: a retry is still invisible)."""
+        self.ended = False
+        self.usage: Usage | None = None
+        self.error: BaseException | None = None
+
+    def push(self, chunk: TokenChunk) -> None:
+        if self.ended:
+            return
+        self._queue.append(chunk)
+        self.emitted += 1
+        self._wake()
+
+    def finish(self, usage: Usage) -> None:
+        if not self.ended:
+            self.ended, self.usage = True, usage
+            self._wake()
+
+    def fail(self, error: BaseException) -> None:
+        if not self.ended:
+            self.ended, self.error = True, error
+            self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def next_batch(self) -> list[TokenChunk]:
+        """Everything queued now, waiting for at least one chunk or the end. An empty list
+        means the stream has ended (see ``usage`` / ``error``)."""
+        while not self._queue and not self.ended:
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        batch, self._queue = self._queue, []
+        return batch
