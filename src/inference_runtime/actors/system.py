@@ -158,6 +158,11 @@ class ActorSystem:
         """Create a top-level actor at ``/user/<name>``; names are unique among live siblings."""
         return self._guardian.spawn_child(props, name)
 
+    def child(self, name: str) -> ActorRef | None:
+        """The live top-level actor ``/user/<name>``, if there is one."""
+        cell = self._guardian.children.get(name)
+        return None if cell is None or cell.stopping else cell.ref
+
     @property
     def guardian(self) -> ActorRef:
         return self._guardian.ref

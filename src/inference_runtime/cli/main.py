@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import sys
 from collections.abc import Sequence
 
-from inference_runtime import __version__
+from inference_runtime.config import RuntimeConfig, load_config, read_environment
+from inference_runtime.version import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,12 +20,69 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"inference-runtime {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = commands.add_parser("serve", help="start the server from a YAML config")
+    serve.add_argument(
+        "--config",
+        "-c",
+        help="YAML config (gateway:, deployments:); default: $INFERENCE_RUNTIME_CONFIG",
+    )
+    serve.add_argument("--host", help="override gateway.host")
+    serve.add_argument("--port", type=int, help="override gateway.port")
     return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    env = read_environment()
+    logging.basicConfig(
+        level=getattr(logging, env.log_level, logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    path = args.config or env.config
+    if path is None:
+        print(
+            "inference-runtime serve: give --config FILE (see README: 'Serving from a config')",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        config = load_config(path)
+    except ValueError as error:
+        print(f"inference-runtime serve: {error}", file=sys.stderr)
+        return 2
+    host = args.host or env.host or config.gateway.host
+    port = args.port if args.port is not None else env.port
+    overrides = {"host": host, "port": port if port is not None else config.gateway.port}
+    gateway = RuntimeConfig.from_dict(
+        {"gateway": {**_builtins(config.gateway), **overrides}, "deployments": []}
+    ).gateway
+    config = RuntimeConfig(gateway=gateway, deployments=config.deployments)
+
+    from inference_runtime.runtime import Runtime
+
+    try:
+        asyncio.run(Runtime(config).serve_forever())
+    except OSError as error:
+        print(
+            f"inference-runtime serve: cannot listen on {host}:{overrides['port']}: {error}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _builtins(value: object) -> dict[str, object]:
+    import msgspec
+
+    result: dict[str, object] = msgspec.to_builtins(value)
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
     parser.print_help()
     return 0
 

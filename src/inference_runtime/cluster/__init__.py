@@ -14,12 +14,25 @@ from inference_runtime.cluster.coordinator import (
     RoutingTableSnapshot,
     SetReplicaState,
 )
+from inference_runtime.cluster.manager import (
+    ApplyDeployment,
+    CatalogChanged,
+    DeleteDeployment,
+    DeploymentManagerActor,
+    ListDeployments,
+    WatchCatalog,
+)
 from inference_runtime.cluster.routing import ReplicaEntry, RoutingPolicy, make_policy
 
 __all__ = [
+    "ApplyDeployment",
+    "CatalogChanged",
+    "DeleteDeployment",
+    "DeploymentManagerActor",
     "DeregisterReplica",
     "DpCoordinatorActor",
     "GetRoutingTable",
+    "ListDeployments",
     "RegisterReplica",
     "Release",
     "ReplicaEntry",
@@ -30,5 +43,6 @@ __all__ = [
     "RoutingTable",
     "RoutingTableSnapshot",
     "SetReplicaState",
+    "WatchCatalog",
     "make_policy",
 ]

@@ -1,1 +1,17 @@
-"""gateway layer."""
+"""The OpenAI-compatible HTTP gateway, its per-request actors and its error mapping."""
+
+from inference_runtime.config import GatewayConfig
+from inference_runtime.gateway.actor import ApiGatewayActor, Drain, GetAddress, spawn_gateway
+from inference_runtime.gateway.errors import to_http
+from inference_runtime.gateway.request_actor import RequestActor, RequestJob
+
+__all__ = [
+    "ApiGatewayActor",
+    "Drain",
+    "GatewayConfig",
+    "GetAddress",
+    "RequestActor",
+    "RequestJob",
+    "spawn_gateway",
+    "to_http",
+]

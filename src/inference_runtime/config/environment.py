@@ -1,0 +1,32 @@
+"""Every environment variable the runtime reads, read here and nowhere else."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import msgspec
+
+
+class Environment(msgspec.Struct, frozen=True, kw_only=True):
+    config: str | None = None
+    """INFERENCE_RUNTIME_CONFIG: the config file used when ``serve`` gets no ``--config``."""
+    host: str | None = None
+    """INFERENCE_RUNTIME_HOST: overrides ``gateway.host``."""
+    port: int | None = None
+    """INFERENCE_RUNTIME_PORT: overrides ``gateway.port``."""
+    log_level: str = "INFO"
+    """INFERENCE_RUNTIME_LOG_LEVEL: DEBUG, INFO, WARNING or ERROR."""
+
+
+def read_environment(environ: Mapping[str, str] | None = None) -> Environment:
+    env = os.environ if environ is None else environ
+    port = env.get("INFERENCE_RUNTIME_PORT")
+    if port is not None and not port.isdigit():
+        raise ValueError(f"INFERENCE_RUNTIME_PORT={port!r} is not a port number")
+    return Environment(
+        config=env.get("INFERENCE_RUNTIME_CONFIG") or None,
+        host=env.get("INFERENCE_RUNTIME_HOST") or None,
+        port=int(port) if port is not None else None,
+        log_level=(env.get("INFERENCE_RUNTIME_LOG_LEVEL") or "INFO").upper(),
+    )

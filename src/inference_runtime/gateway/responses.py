@@ -1,0 +1,159 @@
+"""OpenAI response bodies and SSE frames, built as bytes on the hot path.
+
+Streaming follows OpenAI byte for byte in shape: ``data: {json}\\n\\n`` per chunk, each choice's
+first delta carries the role, the last its ``finish_reason``; with
+``stream_options.include_usage`` every chunk has ``"usage": null`` and a final chunk with empty
+``choices`` carries the usage; then ``data: [DONE]``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+
+from inference_runtime.types import TokenChunk, Usage
+
+DONE = b"data: [DONE]\n\n"
+_encode = msgspec.json.Encoder().encode
+
+
+def usage_dict(usage: Usage) -> dict[str, int]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
+def _logprobs(chunks: list[TokenChunk], *, chat: bool) -> dict[str, Any] | None:
+    entries = [lp for c in chunks if c.logprobs for lp in c.logprobs]
+    if not entries:
+        return None
+    if chat:
+        return {
+            "content": [
+                {
+                    "token": text,
+                    "logprob": lp,
+                    "bytes": list(text.encode()),
+                    "top_logprobs": [
+                        {"token": t, "logprob": p, "bytes": list(t.encode())} for t, p in top
+                    ],
+                }
+                for text, lp, top in entries
+            ]
+        }
+    return {
+        "tokens": [text for text, _, _ in entries],
+        "token_logprobs": [lp for _, lp, _ in entries],
+        "top_logprobs": [dict(top) for _, _, top in entries],
+        "text_offset": [],
+    }
+
+
+class StreamEncoder:
+    """Turns token chunks into SSE frames for one streamed response."""
+
+    __slots__ = ("_base", "_chat", "_include_usage", "_started")
+
+    def __init__(self, *, response_id: str, model: str, chat: bool, include_usage: bool) -> None:
+        self._chat = chat
+        self._include_usage = include_usage
+        self._started: set[int] = set()
+        self._base = {
+            "id": response_id,
+            "object": "chat.completion.chunk" if chat else "text_completion",
+            "created": int(time.time()),
+            "model": model,
+        }
+
+    def frames(self, chunks: list[TokenChunk]) -> bytes:
+        out = []
+        for chunk in chunks:
+            if not chunk.text and chunk.finish_reason is None and chunk.logprobs is None:
+                continue  # a token held back (possible stop string) or with no text
+            out.append(self._frame(chunk))
+        return b"".join(out)
+
+    def _frame(self, chunk: TokenChunk) -> bytes:
+        logprobs = _logprobs([chunk], chat=self._chat) if chunk.logprobs else None
+        if self._chat:
+            delta: dict[str, Any] = {}
+            if chunk.index not in self._started:
+                self._started.add(chunk.index)
+                delta["role"] = "assistant"
+                delta["content"] = chunk.text
+            elif chunk.text:
+                delta["content"] = chunk.text
+            choice: dict[str, Any] = {
+                "index": chunk.index,
+                "delta": delta,
+                "logprobs": logprobs,
+                "finish_reason": chunk.finish_reason,
+            }
+        else:
+            choice = {
+                "index": chunk.index,
+                "text": chunk.text,
+                "logprobs": logprobs,
+                "finish_reason": chunk.finish_reason,
+            }
+        body: dict[str, Any] = {**self._base, "choices": [choice]}
+        if self._include_usage:
+            body["usage"] = None
+        return b"data: " + _encode(body) + b"\n\n"
+
+    def usage_frame(self, usage: Usage) -> bytes:
+        if not self._include_usage:
+            return b""
+        body: dict[str, Any] = {**self._base, "choices": [], "usage": usage_dict(usage)}
+        return b"data: " + _encode(body) + b"\n\n"
+
+
+def error_frame(payload: bytes) -> bytes:
+    return b"data: " + payload + b"\n\n"
+
+
+def completion_body(
+    *,
+    response_id: str,
+    model: str,
+    chat: bool,
+    chunks: list[TokenChunk],
+    choices: int,
+    usage: Usage,
+) -> bytes:
+    """The single JSON body of a non-streamed response."""
+    by_index: dict[int, list[TokenChunk]] = {i: [] for i in range(choices)}
+    for chunk in chunks:
+        by_index.setdefault(chunk.index, []).append(chunk)
+    out = []
+    for index, parts in sorted(by_index.items()):
+        text = "".join(c.text for c in parts)
+        finish = next((c.finish_reason for c in reversed(parts) if c.finish_reason), None)
+        logprobs = _logprobs(parts, chat=chat)
+        if chat:
+            out.append(
+                {
+                    "index": index,
+                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "logprobs": logprobs,
+                    "finish_reason": finish,
+                }
+            )
+        else:
+            out.append(
+                {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}
+            )
+    return _encode(
+        {
+            "id": response_id,
+            "object": "chat.completion" if chat else "text_completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": out,
+            "usage": usage_dict(usage),
+        }
+    )

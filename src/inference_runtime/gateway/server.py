@@ -1,0 +1,356 @@
+"""The HTTP side of the gateway (aiohttp): OpenAI's routes, health, metrics, OpenAPI.
+
+Each completion request gets its own ``RequestActor``; the handler only parses, validates,
+spawns, and writes what the request's stream yields. A client that goes away (the handler is
+cancelled, or a write fails) stops the actor, which aborts the sequences in the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from inference_runtime.actors import ActorRef, ActorSystem, Props
+from inference_runtime.cluster import GetRoutingTable, RoutingTableSnapshot
+from inference_runtime.config import GatewayConfig
+from inference_runtime.errors import (
+    InferenceRuntimeError,
+    ModelNotFound,
+    NotFound,
+    RequestError,
+    RequestTooLarge,
+)
+from inference_runtime.gateway import schema
+from inference_runtime.gateway.errors import error_body, to_http
+from inference_runtime.gateway.openapi import OPENAPI
+from inference_runtime.gateway.request_actor import RequestActor, RequestJob
+from inference_runtime.gateway.responses import DONE, StreamEncoder, completion_body, error_frame
+from inference_runtime.gateway.stream import ResponseStream
+from inference_runtime.metrics import (
+    PROMETHEUS_CONTENT_TYPE,
+    GetSnapshot,
+    ReplicaGauge,
+    render_prometheus,
+)
+from inference_runtime.types import Deployment, EngineRequest, ReplicaState
+
+log = logging.getLogger("inference_runtime.gateway")
+Spawn = Callable[[Props], ActorRef]
+_SSE_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+_encode = msgspec.json.Encoder().encode
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=_encode(body), status=status, content_type="application/json")
+
+
+def _error(error: BaseException) -> web.Response:
+    http = to_http(error)
+    return web.Response(
+        body=http.body, status=http.status, headers=http.headers, content_type="application/json"
+    )
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Callable[..., Awaitable[Any]]) -> Any:
+    try:
+        return await handler(request)
+    except InferenceRuntimeError as error:
+        return _error(error)
+    except web.HTTPRequestEntityTooLarge as error:
+        return _error(RequestTooLarge(f"request body over the limit: {error.text}"))
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        code = "not_found" if error.status == 404 else "http_error"
+        body = error_body(
+            f"{request.method} {request.path}: {error.reason}", "invalid_request_error", None, code
+        )
+        return web.Response(body=body, status=error.status, content_type="application/json")
+
+
+class GatewayServer:
+    """Routes and their handlers; owned by the ApiGatewayActor, which feeds it the catalog."""
+
+    def __init__(
+        self,
+        *,
+        config: GatewayConfig,
+        system: ActorSystem,
+        spawn: Spawn,
+        coordinator: ActorRef,
+        metrics: ActorRef | None,
+    ) -> None:
+        self.config = config
+        self.system = system
+        self.spawn = spawn
+        self.coordinator = coordinator
+        self.metrics = metrics
+        self.catalog: Mapping[str, Deployment] = {}
+        self.created: dict[str, int] = {}
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self.address: tuple[str, int] = (config.host, config.port)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.config.max_body_bytes, middlewares=[_errors])
+        app.router.add_post("/v1/chat/completions", self.chat_completions)
+        app.router.add_post("/v1/completions", self.completions)
+        app.router.add_get("/v1/models", self.list_models)
+        app.router.add_get("/v1/models/{model_id:.+}", self.get_model)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", self.prometheus)
+        app.router.add_get("/openapi.json", self.openapi)
+        return app
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app(), handler_cancellation=True, access_log=None)
+        await self._runner.setup()
+        self._site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        await self._site.start()
+        server = self._site._server
+        sockets = getattr(server, "sockets", None) or []
+        if sockets:
+            host, port = sockets[0].getsockname()[:2]
+            self.address = (host, port)
+        log.info("gateway listening on http://%s:%d", *self.address)
+
+    async def drain(self, timeout: float) -> None:
+        """Stop accepting connections, then wait (bounded) for in-flight requests."""
+        if self._site is not None:
+            await self._site.stop()
+            self._site = None
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            log.warning("drain timed out with %d requests in flight", self.in_flight)
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def set_catalog(self, catalog: Mapping[str, Deployment]) -> None:
+        now = int(time.time())
+        self.created = {name: self.created.get(name, now) for name in catalog}
+        self.catalog = catalog
+
+    # -- completions ---------------------------------------------------------------------
+
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        req = schema.decode(await self._body(request), schema.ChatCompletionRequest)
+        schema.validate_chat(req)
+        deployment = self._resolve(req.model)
+        rid = "chatcmpl-" + uuid.uuid4().hex
+        sampling = schema.sampling_of(req)
+        messages = tuple(req.messages)
+        session = request.headers.get("X-Session-Id") or req.user
+        group = tuple(
+            EngineRequest(
+                request_id=rid,
+                deployment=deployment.name,
+                messages=messages,
+                sampling=sampling,
+                choice_index=i,
+                session_id=session,
+            )
+            for i in range(req.n)
+        )
+        return await self._serve(request, req, rid, deployment, [group], session, chat=True)
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        req = schema.decode(await self._body(request), schema.CompletionRequest)
+        schema.validate_common(req)
+        prompts = schema.prompts_of(req)
+        deployment = self._resolve(req.model)
+        rid = "cmpl-" + uuid.uuid4().hex
+        sampling = schema.sampling_of(req)
+        session = request.headers.get("X-Session-Id") or req.user
+        groups = [
+            tuple(
+                EngineRequest(
+                    request_id=f"{rid}-{p}",
+                    deployment=deployment.name,
+                    prompt=prompt,
+                    sampling=sampling,
+                    choice_index=p * req.n + i,
+                    session_id=session,
+                )
+                for i in range(req.n)
+            )
+            for p, prompt in enumerate(prompts)
+        ]
+        return await self._serve(request, req, rid, deployment, groups, session, chat=False)
+
+    async def _serve(
+        self,
+        request: web.Request,
+        req: schema.ChatCompletionRequest | schema.CompletionRequest,
+        rid: str,
+        deployment: Deployment,
+        groups: list[tuple[EngineRequest, ...]],
+        session: str | None,
+        *,
+        chat: bool,
+    ) -> web.StreamResponse:
+        stream = ResponseStream()
+        job = RequestJob(rid, deployment, groups, stream, self.catalog.get, session)
+        coordinator, metrics = self.coordinator, self.metrics
+        actor = self.spawn(
+            Props(
+                lambda: RequestActor(job, coordinator=coordinator, metrics=metrics),
+                mailbox_capacity=8 + 2 * job.choices,
+            )
+        )
+        self._enter()
+        try:
+            if req.stream:
+                include_usage = bool(req.stream_options and req.stream_options.include_usage)
+                encoder = StreamEncoder(
+                    response_id=rid, model=req.model, chat=chat, include_usage=include_usage
+                )
+                return await self._write_stream(request, stream, encoder)
+            chunks = []
+            while batch := await stream.next_batch():
+                chunks.extend(batch)
+            if stream.error is not None or stream.usage is None:
+                return _error(stream.error or RuntimeError("stream ended without usage"))
+            body = completion_body(
+                response_id=rid,
+                model=req.model,
+                chat=chat,
+                chunks=chunks,
+                choices=job.choices,
+                usage=stream.usage,
+            )
+            return web.Response(body=body, content_type="application/json")
+        finally:
+            if not stream.ended:
+                actor.stop()  # the client went away: abort, and meter what was produced
+            self._exit()
+
+    async def _write_stream(
+        self, request: web.Request, stream: ResponseStream, encoder: StreamEncoder
+    ) -> web.StreamResponse:
+        batch = await stream.next_batch()
+        if not batch and stream.error is not None:
+            return _error(stream.error)  # nothing sent yet: a real HTTP status
+        response = web.StreamResponse(headers=_SSE_HEADERS)
+        await response.prepare(request)
+        while batch:
+            frames = encoder.frames(batch)
+            if frames:
+                await response.write(frames)
+            batch = await stream.next_batch()
+        if stream.error is not None:
+            await response.write(error_frame(to_http(stream.error).body))
+        elif stream.usage is not None:
+            await response.write(encoder.usage_frame(stream.usage) + DONE)
+        await response.write_eof()
+        return response
+
+    async def _body(self, request: web.Request) -> bytes:
+        length = request.content_length
+        if length is not None and length > self.config.max_body_bytes:
+            raise RequestTooLarge(
+                f"request body of {length} bytes is over the limit of "
+                f"{self.config.max_body_bytes} bytes"
+            )
+        body = await request.read()
+        if not body:
+            raise RequestError("the request body is empty; send a JSON object")
+        return body
+
+    def _resolve(self, model: str) -> Deployment:
+        deployment = self.catalog.get(model)
+        if deployment is None:
+            raise ModelNotFound(model)
+        return deployment
+
+    def _enter(self) -> None:
+        self.in_flight += 1
+        self._idle.clear()
+
+    def _exit(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self._idle.set()
+
+    # -- models, health, metrics, openapi ------------------------------------------------
+
+    def _model(self, name: str) -> dict[str, Any]:
+        return {
+            "id": name,
+            "object": "model",
+            "created": self.created.get(name, 0),
+            "owned_by": "inference-runtime",
+        }
+
+    async def list_models(self, request: web.Request) -> web.Response:
+        return _json({"object": "list", "data": [self._model(n) for n in sorted(self.catalog)]})
+
+    async def get_model(self, request: web.Request) -> web.Response:
+        model_id = request.match_info["model_id"]
+        if model_id not in self.catalog:
+            raise ModelNotFound(model_id)
+        return _json(self._model(model_id))
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return _json({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        table: RoutingTableSnapshot = await self.coordinator.ask(GetRoutingTable(), timeout=5)
+        healthy = {
+            name: sum(1 for r in table.deployments.get(name, ()) if r.state is ReplicaState.HEALTHY)
+            for name in self.catalog
+        }
+        ready = all(count > 0 for count in healthy.values())
+        body = {"status": "ready" if ready else "not_ready", "healthy_replicas": healthy}
+        return _json(body, 200 if ready else 503)
+
+    async def prometheus(self, request: web.Request) -> web.Response:
+        if self.metrics is None:
+            raise NotFound("no MetricsActor is running")
+        snapshot = await self.metrics.ask(GetSnapshot(), timeout=5)
+        table: RoutingTableSnapshot = await self.coordinator.ask(GetRoutingTable(), timeout=5)
+        replicas = [
+            ReplicaGauge(
+                deployment=r.deployment,
+                replica_id=r.replica_id,
+                state=r.state.value,
+                in_flight=r.in_flight,
+                waiting=r.waiting,
+                running=r.running,
+                context_restarts=r.context_restarts,
+            )
+            for rows in table.deployments.values()
+            for r in rows
+        ]
+        stats = self.system.statistics()
+        body = render_prometheus(
+            snapshot,
+            replicas=replicas,
+            dead_letters=stats.dead_letters,
+            actors_alive=stats.actors_alive,
+        )
+        return web.Response(body=body, headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return _json(OPENAPI)
