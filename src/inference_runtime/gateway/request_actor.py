@@ -186,9 +186,11 @@ class RequestActor(Actor):
                 self.admitted.append(group[0].request_id)
                 prompt_tokens += admitted.prompt_tokens
             self.prompt_tokens = prompt_tokens
+            self.job.stream.replica_id = lease.replica_id
             self.admitted_at = asyncio.get_running_loop().time()
-        except InferenceRuntimeError:
-            self.tried.add(lease.replica_id)
+        except InferenceRuntimeError as error:
+            if not isinstance(error, Backpressure):  # a full replica is not a broken one
+                self.tried.add(lease.replica_id)
             self._abandon_attempt()
             raise
 

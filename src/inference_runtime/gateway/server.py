@@ -62,6 +62,10 @@ def _error(error: BaseException) -> web.Response:
     )
 
 
+def _replica(stream: ResponseStream) -> dict[str, str]:
+    return {"X-Replica-Id": stream.replica_id} if stream.replica_id else {}
+
+
 @web.middleware
 async def _errors(request: web.Request, handler: Callable[..., Awaitable[Any]]) -> Any:
     try:
@@ -240,7 +244,9 @@ class GatewayServer:
                 choices=job.choices,
                 usage=stream.usage,
             )
-            return web.Response(body=body, content_type="application/json")
+            return web.Response(
+                body=body, content_type="application/json", headers=_replica(stream)
+            )
         finally:
             if not stream.ended:
                 actor.stop()  # the client went away: abort, and meter what was produced
@@ -252,7 +258,7 @@ class GatewayServer:
         batch = await stream.next_batch()
         if not batch and stream.error is not None:
             return _error(stream.error)  # nothing sent yet: a real HTTP status
-        response = web.StreamResponse(headers=_SSE_HEADERS)
+        response = web.StreamResponse(headers={**_SSE_HEADERS, **_replica(stream)})
         await response.prepare(request)
         while batch:
             frames = encoder.frames(batch)

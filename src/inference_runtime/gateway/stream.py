@@ -12,7 +12,7 @@ from inference_runtime.types import TokenChunk, Usage
 
 
 class ResponseStream:
-    __slots__ = ("_loop", "_queue", "_waiter", "emitted", "ended", "error", "usage")
+    __slots__ = ("_loop", "_queue", "_waiter", "emitted", "ended", "error", "replica_id", "usage")
 
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -23,6 +23,8 @@ class ResponseStream:
         self.ended = False
         self.usage: Usage | None = None
         self.error: BaseException | None = None
+        self.replica_id: str | None = None
+        """The replica that admitted the request (last attempt), for the X-Replica-Id header."""
 
     def push(self, chunk: TokenChunk) -> None:
         if self.ended:
