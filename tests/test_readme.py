@@ -26,3 +26,32 @@ def test_kernel_example_runs() -> None:
     lines = result.stdout.splitlines()
     assert lines[:4] == ["/user/sup/counter", "2", "1", "counter stopped: /user/sup/counter"]
     assert lines[4].startswith("SystemStatistics(")
+
+
+def test_canonical_wiring_runs_as_written() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _block("<!-- example: wiring -->")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "4"
+
+
+def test_example_config_is_valid() -> None:
+    from inference_runtime.config import load_config
+
+    config = load_config(ROOT / "examples" / "fake.yaml")
+    assert [d.name for d in config.deployments] == ["fake-chat"]
+
+
+def test_readme_config_example_is_valid() -> None:
+    import yaml
+
+    from inference_runtime.config import RuntimeConfig
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Serving from a config", 1)[1].split("```yaml", 1)[1]
+    config = RuntimeConfig.from_dict(yaml.safe_load(block.split("```", 1)[0]))
+    assert config.deployments[0].budget is not None

@@ -210,3 +210,20 @@ async def test_fallback_when_capacity_is_exhausted() -> None:
         assert raw.headers["x-replica-id"] == "backup#0"
         assert len(raw.parse().choices[0].message.content.split()) == 3
         await busy.close()
+
+
+async def test_budget_rejects_with_429() -> None:
+    dep = {
+        **fake("metered", output_tokens=4),
+        "pricing": {"input_per_mtok": 0, "output_per_mtok": 1000},
+        "budget": {"max_spend_per_hour": 0.01, "on_exceeded": "reject"},
+    }
+    async with serve(dep) as runtime:
+        await wait_healthy(runtime, "metered", 1)
+        api = client(runtime)
+        ok = await api.chat.completions.create(model="metered", messages=USER, max_tokens=4)
+        assert ok.usage.completion_tokens == 4  # worst case 0.004 fits the 0.01 budget
+        with pytest.raises(openai.RateLimitError) as over:
+            await api.chat.completions.create(model="metered", messages=USER, max_tokens=20)
+        assert over.value.body["code"] == "budget_exceeded"  # type: ignore[index]
+        assert int(over.value.response.headers["retry-after"]) >= 1

@@ -7,6 +7,7 @@ from typing import Any
 
 import aiohttp
 import openai
+import pytest
 
 from inference_runtime.metrics import GetSnapshot
 from inference_runtime.types import ReplicaState
@@ -77,9 +78,11 @@ async def test_four_poisons_take_the_replica_out_and_traffic_moves() -> None:
                 model="fake", messages=USER, max_tokens=2, extra_headers=headers
             )
             assert raw.headers["x-replica-id"] != victim
-        async with aiohttp.ClientSession() as http:
-            async with http.get(base_url(runtime) + "/metrics") as response:
-                text = await response.text()
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(base_url(runtime) + "/metrics") as response,
+        ):
+            text = await response.text()
         assert f'replica="{victim}",state="failed"}} 1.0' in text
         assert (
             f'inference_runtime_context_restarts_total{{deployment="fake",replica="{victim}"}} 3.0'
@@ -127,14 +130,12 @@ async def test_non_streaming_disconnect_aborts_too() -> None:
         await wait_healthy(runtime, "fake", 1)
         async with aiohttp.ClientSession() as http:
             with_timeout = aiohttp.ClientTimeout(total=0.2)
-            try:
+            with pytest.raises(TimeoutError):
                 await http.post(
                     base_url(runtime) + "/v1/chat/completions",
                     json={"model": "fake", "messages": USER},
                     timeout=with_timeout,
                 )
-            except TimeoutError:
-                pass
 
         async def freed() -> bool:
             row = (await replica_rows(runtime, "fake"))["fake#0"]
