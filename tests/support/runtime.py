@@ -44,7 +44,8 @@ def client(runtime: Runtime, **kwargs: Any) -> openai.AsyncOpenAI:
 
 def base_url(runtime: Runtime) -> str:
     assert runtime.address is not None
-    return "http://%s:%d" % runtime.address
+    host, port = runtime.address
+    return f"http://{host}:{port}"
 
 
 def fake(name: str = "fake", replicas: int = 1, **config: Any) -> dict[str, Any]:
