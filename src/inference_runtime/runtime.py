@@ -18,6 +18,8 @@ from inference_runtime.gateway import Drain, GetAddress, spawn_gateway
 from inference_runtime.metrics import MetricsActor
 
 log = logging.getLogger("inference_runtime")
+COORDINATOR_MAILBOX = 65_536
+METRICS_MAILBOX = 65_536
 
 
 class Runtime:
@@ -32,8 +34,13 @@ class Runtime:
     async def start(self) -> tuple[str, int]:
         """Build the topology, apply the config's deployments, listen; returns (host, port)."""
         system = self.system = ActorSystem.create(self.name)
-        dp = system.actor_of(Props.create(lambda: DpCoordinatorActor()), "dp")
-        metrics = system.actor_of(Props.create(lambda: MetricsActor()), "metrics")
+        # one route ask and one release per request, plus load reports: a deep mailbox
+        dp = system.actor_of(
+            Props.create(lambda: DpCoordinatorActor(), mailbox_capacity=COORDINATOR_MAILBOX), "dp"
+        )
+        metrics = system.actor_of(
+            Props.create(lambda: MetricsActor(), mailbox_capacity=METRICS_MAILBOX), "metrics"
+        )
         self.manager = system.actor_of(
             Props.create(lambda: DeploymentManagerActor(coordinator=dp, metrics=metrics)), "mgr"
         )

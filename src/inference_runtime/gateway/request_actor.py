@@ -17,9 +17,11 @@ from inference_runtime.actors import Actor, ActorRef
 from inference_runtime.cluster import Release, Route, RouteLease
 from inference_runtime.engine import AbortRequest, AddRequest, Admitted
 from inference_runtime.errors import (
+    ActorStopped,
     Backpressure,
     BudgetExceeded,
     InferenceRuntimeError,
+    MailboxFull,
     ModelNotFound,
     NoHealthyReplica,
 )
@@ -64,6 +66,15 @@ class _ChoiceEnded:
     error: BaseException | None
 
 
+def tell_reliably(ref: ActorRef, message: object, *, delay: float = 0.01) -> None:
+    """Tell a message that must not be lost (a release, an abort): a full mailbox is retried
+    shortly instead of raising; a stopped actor gets it as a dead letter, as any tell."""
+    try:
+        ref.tell(message)
+    except MailboxFull:
+        asyncio.get_running_loop().call_later(delay, tell_reliably, ref, message)
+
+
 class _AttemptSink:
     """The SequenceSink of one attempt of one prompt group; dead once the attempt is over."""
 
@@ -84,9 +95,8 @@ class _AttemptSink:
 
     def _ended(self, index: int, usage: Usage, error: BaseException | None) -> None:
         if self.alive:
-            self.owner.context.self_ref.tell(
-                _ChoiceEnded(self.attempt, self.group, index, usage, error)
-            )
+            event = _ChoiceEnded(self.attempt, self.group, index, usage, error)
+            tell_reliably(self.owner.context.self_ref, event)
 
 
 class RequestActor(Actor):
@@ -98,7 +108,7 @@ class RequestActor(Actor):
         self.fallbacks = list(job.deployment.fallbacks)
         self.lease: RouteLease | None = None
         self.sinks: list[_AttemptSink] = []
-        self.admitted: list[str] = []
+        self.sent: list[str] = []
         self.attempt = 0
         self.tried: set[str] = set()
         self.reservation: int | None = None
@@ -172,18 +182,16 @@ class RequestActor(Actor):
 
     async def _try_once(self) -> None:
         self.attempt += 1
-        lease = await self.coordinator.ask(
-            Route(self.deployment.name, self.job.session_key, frozenset(self.tried))
-        )
-        self.lease = lease
+        lease = self.lease = await self._route()
         try:
             await self._reserve_budget()
             self.sinks = [_AttemptSink(self, self.attempt, g) for g in range(len(self.job.groups))]
-            self.admitted = []
             prompt_tokens = 0
             for group, sink in zip(self.job.groups, self.sinks, strict=True):
+                # recorded before the ask: if we are cancelled while it is in flight, the
+                # abort sent on stop reaches the engine after it (same mailbox, FIFO)
+                self.sent.append(group[0].request_id)
                 admitted: Admitted = await lease.engine.ask(AddRequest(group, sink))
-                self.admitted.append(group[0].request_id)
                 prompt_tokens += admitted.prompt_tokens
             self.prompt_tokens = prompt_tokens
             self.job.stream.replica_id = lease.replica_id
@@ -193,6 +201,24 @@ class RequestActor(Actor):
                 self.tried.add(lease.replica_id)
             self._abandon_attempt()
             raise
+
+    async def _route(self) -> RouteLease:
+        """Ask for a replica; a lease handed out after we were cancelled is given back."""
+        route = Route(self.deployment.name, self.job.session_key, frozenset(self.tried))
+        ask = asyncio.ensure_future(self.coordinator.ask(route))
+        try:
+            lease: RouteLease = await asyncio.shield(ask)
+        except asyncio.CancelledError:
+            coordinator = self.coordinator
+
+            def give_back(done: asyncio.Future[RouteLease]) -> None:
+                if not done.cancelled() and done.exception() is None:
+                    got = done.result()
+                    coordinator.tell(Release(got.deployment, got.replica_id))
+
+            ask.add_done_callback(give_back)
+            raise
+        return lease
 
     async def _reserve_budget(self) -> None:
         dep = self.deployment
@@ -264,11 +290,11 @@ class RequestActor(Actor):
             sink.alive = False
         if self.lease is not None:
             if abort:
-                for request_id in self.admitted:
-                    self.lease.engine.tell(AbortRequest(request_id))
-            self.coordinator.tell(Release(self.lease.deployment, self.lease.replica_id))
+                for request_id in self.sent:
+                    tell_reliably(self.lease.engine, AbortRequest(request_id))
+            tell_reliably(self.coordinator, Release(self.lease.deployment, self.lease.replica_id))
             self.lease = None
-        self.admitted = []
+        self.sent = []
 
     def _record(self, outcome: str, *, error_code: str | None = None) -> None:
         if self.metrics is None:
@@ -297,7 +323,7 @@ class RequestActor(Actor):
     def post_stop(self) -> None:
         if not self.done:  # the client went away, or the system is stopping
             self.done = True
-            self.job.stream.fail(asyncio.CancelledError())
+            self.job.stream.fail(ActorStopped(self.context.self_ref.path))
             self._abandon_attempt(abort=True)
             self._record("cancelled", error_code="client_disconnected")
 

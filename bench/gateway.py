@@ -1,0 +1,652 @@
+"""Benchmark of the HTTP gateway with a zero-latency fake runner, against a bare aiohttp floor.
+
+Run ``python bench/gateway.py`` (``--quick`` for a smoke test). It starts, each in its own
+process and bound to 127.0.0.1 only:
+
+1. the gateway, ``inference-runtime serve`` (``python -m inference_runtime.cli.main serve``) with
+   one ``runtime: fake`` deployment of one replica that answers 64 tokens at zero latency;
+2. the same with two replicas (both in the one server process);
+3. the floor: a minimal aiohttp server (``python bench/gateway.py --floor-server PORT``) that
+   answers the same JSON body shape at once, or the same 64 SSE frames then ``data: [DONE]``,
+   from bytes built at startup: what a Python HTTP server can do at all on this machine.
+
+Then, from this process, a closed-loop load of ``concurrency`` workers (1, 16, 64, 256), each
+sending ``POST /v1/chat/completions`` (``max_tokens`` 64) back to back through one aiohttp
+``ClientSession`` with a ``TCPConnector(limit=concurrency)``, non-streamed and streamed (each
+stream read to ``data: [DONE]``). A run is a warmup, then a measured window; requests that end
+inside the window count. Each figure is the median of ``--repeats`` runs; the floor and the
+gateways alternate run by run, so that a noisy neighbour hits all alike. On a machine with two
+cores or more the client is pinned to one core and every server to another.
+
+It prints one markdown table; ``--markdown PATH`` also writes it into PATH, between the markers
+``<!-- bench/gateway.py:begin -->`` and ``<!-- bench/gateway.py:end -->`` (appended if the
+markers are missing). ``--profile DIR`` runs the gateway processes under cProfile and leaves
+``DIR/<server>.prof`` (its figures are then not the server's own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import importlib.metadata
+import json
+import os
+import platform
+import shlex
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgspec
+from aiohttp import web
+
+BEGIN_MARKER = "<!-- bench/gateway.py:begin -->"
+END_MARKER = "<!-- bench/gateway.py:end -->"
+
+MODEL = "fake-chat"
+TOKENS = 64
+"""Completion tokens per request (``max_tokens``, and the fake runner's natural length)."""
+CONCURRENCIES = (1, 16, 64, 256)
+PROMPT = [{"role": "user", "content": "Say something"}]
+HEADERS = {"Content-Type": "application/json"}
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+DONE = b"data: [DONE]\n\n"
+
+REQUEST_TIMEOUT_S = 30.0
+"""No request of the load may take longer (then it counts as an error)."""
+READY_TIMEOUT_S = 30.0
+"""A server that does not answer ``/readyz`` with 200 within this long fails the run."""
+STOP_TIMEOUT_S = 10.0
+"""After SIGTERM a server gets this long to exit, then SIGKILL."""
+FLOOR_LIFETIME_S = 900.0
+"""The floor server exits by itself after this long, whatever happens to its parent."""
+CLIENT_BOUND = 0.9
+"""A run whose client used this fraction of its core or more may be limited by the client."""
+
+
+@dataclass(frozen=True)
+class Sizes:
+    warmup_s: float = 0.5
+    duration_s: float = 1.5
+    repeats: int = 3
+
+    def quick(self) -> Sizes:
+        return replace(self, warmup_s=0.2, duration_s=0.5, repeats=1)
+
+
+@dataclass(frozen=True)
+class Target:
+    key: str
+    label: str
+    replicas: int | None
+    """Replicas of the fake deployment; None for the floor."""
+
+
+FLOOR = Target("floor", "floor (bare aiohttp)", None)
+TARGETS = (
+    FLOOR,
+    Target("gateway", "gateway, 1 replica", 1),
+    Target("gateway2", "gateway, 2 replicas", 2),
+)
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# -- the floor server ------------------------------------------------------------------------
+
+
+def _floor_payloads() -> tuple[bytes, list[bytes]]:
+    """The non-streamed body and the streamed frames, shaped like the gateway's."""
+    words = [f"word{i}" if i == 0 else f" word{i}" for i in range(TOKENS)]
+    rid, created = "chatcmpl-" + "0" * 32, int(time.time())
+    body = msgspec.json.encode(
+        {
+            "id": rid,
+            "object": "chat.completion",
+            "created": created,
+            "model": MODEL,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "".join(words), "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": "length",
+                }
+            ],
+            "usage": {"prompt_tokens": 4, "completion_tokens": TOKENS, "total_tokens": 68},
+        }
+    )
+    frames = []
+    for i, word in enumerate(words):
+        delta = {"role": "assistant", "content": word} if i == 0 else {"content": word}
+        chunk = {
+            "id": rid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": MODEL,
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": delta,
+                    "logprobs": None,
+                    "finish_reason": "length" if i == TOKENS - 1 else None,
+                }
+            ],
+        }
+        frames.append(b"data: " + msgspec.json.encode(chunk) + b"\n\n")
+    return body, frames
+
+
+async def _floor_main(port: int, lifetime: float) -> None:
+    body, frames = _floor_payloads()
+    decode = msgspec.json.decode
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        payload: dict[str, Any] = decode(await request.read())
+        if not payload.get("stream"):
+            return web.Response(body=body, content_type="application/json")
+        response = web.StreamResponse(headers=SSE_HEADERS)
+        await response.prepare(request)
+        for frame in frames:  # one write per token, as a server streaming tokens does
+            await response.write(frame)
+        await response.write(DONE)
+        await response.write_eof()
+        return response
+
+    async def readyz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ready"})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_get("/readyz", readyz)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), lifetime)
+    finally:
+        await runner.cleanup()
+
+
+# -- server processes ------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the benchmark dies (Linux only)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def gateway_config(replicas: int, port: int) -> dict[str, Any]:
+    return {
+        "gateway": {"host": "127.0.0.1", "port": port, "drain_timeout_s": 5},
+        "deployments": [
+            {
+                "name": MODEL,
+                "runtime": "fake",
+                "replicas": replicas,
+                "runtime_config": {"token_latency_ms": 0, "output_tokens": TOKENS},
+                "serving": {"max_concurrent": 256, "queue_capacity": 1024},
+            }
+        ],
+    }
+
+
+@dataclass
+class Server:
+    target: Target
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log_tail(self, chars: int = 2000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        url = f"http://127.0.0.1:{self.port}/readyz"
+        deadline = time.monotonic() + timeout
+        while True:
+            code = self.process.poll()
+            if code is not None:
+                raise RuntimeError(
+                    f"{self.target.label} exited with {code} before it was ready:\n"
+                    + self.log_tail()
+                )
+            with (
+                contextlib.suppress(urllib.error.URLError, OSError),
+                opener.open(url, timeout=1) as reply,
+            ):
+                if reply.status == 200:
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{self.target.label}: /readyz not 200 within {timeout:g} s:\n"
+                    + self.log_tail()
+                )
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                log(f"{self.target.label} ignored SIGTERM for {STOP_TIMEOUT_S:g} s; killing it")
+                self.process.kill()
+                self.process.wait(STOP_TIMEOUT_S)
+
+
+def start_server(
+    target: Target, workdir: Path, cpu: int | None, profile_dir: Path | None
+) -> Server:
+    port = free_port()
+    env = {**os.environ, "INFERENCE_RUNTIME_LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"}
+    if target.replicas is None:
+        command = [sys.executable, str(Path(__file__).resolve()), "--floor-server", str(port)]
+    else:
+        config = workdir / f"{target.key}.yaml"
+        config.write_text(json.dumps(gateway_config(target.replicas, port)))  # JSON is YAML
+        command = [sys.executable]
+        if profile_dir is not None:
+            command += ["-m", "cProfile", "-o", str(profile_dir / f"{target.key}.prof")]
+        command += ["-m", "inference_runtime.cli.main", "serve", "--config", str(config)]
+        command += ["--host", "127.0.0.1", "--port", str(port)]
+    log_path = workdir / f"{target.key}.log"
+    with log_path.open("wb") as out:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+    server = Server(target, port, process, log_path)
+    if cpu is not None:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(process.pid, {cpu})
+    return server
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux ``/proc``); 0 where unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# -- the load --------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One measured window against one server."""
+
+    requests: int
+    errors: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    ttft_p50_ms: float | None
+    tokens_per_s: float | None
+    server_cpu: float
+    """Fraction of one core the server used in the window."""
+    client_cpu: float
+
+
+def _percentiles(samples: Sequence[float]) -> tuple[float, float]:
+    if len(samples) < 2:
+        value = samples[0] * 1e3 if samples else float("nan")
+        return value, value
+    cuts = statistics.quantiles(samples, n=100, method="inclusive")
+    return cuts[49] * 1e3, cuts[98] * 1e3
+
+
+async def run_load(
+    server: Server, *, stream: bool, concurrency: int, warmup: float, duration: float
+) -> Run:
+    url = f"http://127.0.0.1:{server.port}/v1/chat/completions"
+    body = msgspec.json.encode(
+        {"model": MODEL, "messages": PROMPT, "max_tokens": TOKENS, "stream": stream}
+    )
+    clock = time.perf_counter
+    window_start = clock() + warmup
+    window_end = window_start + duration
+    latencies: list[float] = []
+    ttfts: list[float] = []
+    tokens = 0
+    errors = 0
+    cpu: dict[str, float] = {}
+
+    async def sample_cpu() -> None:
+        await asyncio.sleep(max(0.0, window_start - clock()))
+        cpu["t0"], cpu["s0"], cpu["c0"] = (
+            clock(),
+            cpu_seconds(server.process.pid),
+            time.process_time(),
+        )
+        await asyncio.sleep(max(0.0, window_end - clock()))
+        cpu["t1"], cpu["s1"], cpu["c1"] = (
+            clock(),
+            cpu_seconds(server.process.pid),
+            time.process_time(),
+        )
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal tokens, errors
+        post = session.post
+        while (start := clock()) < window_end:
+            first: float | None = None
+            count = 0
+            try:
+                async with post(url, data=body, headers=HEADERS) as response:
+                    if stream:
+                        buffer = bytearray()
+                        async for chunk in response.content.iter_any():
+                            if first is None:
+                                first = clock()
+                            buffer += chunk
+                        count = buffer.count(b"data: ") - 1
+                        ok = response.status == 200 and buffer.endswith(DONE) and count == TOKENS
+                    else:
+                        data = await response.read()
+                        ok = response.status == 200 and b'"completion_tokens":64' in data
+            except (aiohttp.ClientError, TimeoutError):
+                ok = False
+            end = clock()
+            if not ok:
+                if window_start <= end < window_end:
+                    errors += 1
+                await asyncio.sleep(0.01)  # no busy loop against a failing server
+                continue
+            if window_start <= end < window_end:
+                latencies.append(end - start)
+                if first is not None:
+                    ttfts.append(first - start)
+                tokens += count
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        sampler = asyncio.create_task(sample_cpu())
+        try:
+            await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+            await sampler
+        finally:
+            sampler.cancel()
+
+    elapsed = cpu["t1"] - cpu["t0"]
+    p50, p99 = _percentiles(latencies)
+    return Run(
+        requests=len(latencies),
+        errors=errors,
+        rps=len(latencies) / duration,
+        p50_ms=p50,
+        p99_ms=p99,
+        ttft_p50_ms=_percentiles(ttfts)[0] if stream else None,
+        tokens_per_s=tokens / duration if stream else None,
+        server_cpu=(cpu["s1"] - cpu["s0"]) / elapsed,
+        client_cpu=(cpu["c1"] - cpu["c0"]) / elapsed,
+    )
+
+
+def median_run(runs: Sequence[Run]) -> Run:
+    def med(values: Sequence[float | None]) -> float | None:
+        present = [v for v in values if v is not None]
+        return statistics.median(present) if present else None
+
+    return Run(
+        requests=sum(r.requests for r in runs),
+        errors=sum(r.errors for r in runs),
+        rps=statistics.median(r.rps for r in runs),
+        p50_ms=statistics.median(r.p50_ms for r in runs),
+        p99_ms=statistics.median(r.p99_ms for r in runs),
+        ttft_p50_ms=med([r.ttft_p50_ms for r in runs]),
+        tokens_per_s=med([r.tokens_per_s for r in runs]),
+        server_cpu=statistics.median(r.server_cpu for r in runs),
+        client_cpu=statistics.median(r.client_cpu for r in runs),
+    )
+
+
+@dataclass
+class Cell:
+    stream: bool
+    concurrency: int
+    runs: dict[str, Run] = field(default_factory=dict)
+    """Target key -> the median run."""
+
+
+async def run_all(servers: Sequence[Server], sizes: Sizes) -> list[Cell]:
+    cells = []
+    for stream in (False, True):
+        for concurrency in CONCURRENCIES:
+            mode = "streamed" if stream else "non-streamed"
+            log(f"{mode}, concurrency {concurrency}: {sizes.repeats} x {sizes.duration_s:g} s")
+            runs: dict[str, list[Run]] = {s.target.key: [] for s in servers}
+            for _ in range(sizes.repeats):
+                for server in servers:
+                    runs[server.target.key].append(
+                        await run_load(
+                            server,
+                            stream=stream,
+                            concurrency=concurrency,
+                            warmup=sizes.warmup_s,
+                            duration=sizes.duration_s,
+                        )
+                    )
+            cells.append(
+                Cell(stream, concurrency, {key: median_run(rs) for key, rs in runs.items()})
+            )
+    return cells
+
+
+@contextlib.contextmanager
+def servers_running(
+    targets: Sequence[Target], cpu: int | None, profile_dir: Path | None
+) -> Iterator[list[Server]]:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp,
+        contextlib.ExitStack() as stack,
+    ):
+        servers = []
+        for target in targets:
+            server = start_server(target, Path(tmp), cpu, profile_dir)
+            stack.callback(server.stop)
+            servers.append(server)
+        for server in servers:
+            server.wait_ready()
+            log(f"{server.target.label}: pid {server.process.pid}, port {server.port}")
+        yield servers
+
+
+# -- the table -------------------------------------------------------------------------------
+
+
+def millis(value: float | None) -> str:
+    if value is None or value != value:  # None or NaN
+        return "—"
+    if value < 10:
+        return f"{value:.2f}"
+    return f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
+def percent(value: float) -> str:
+    return f"{value * 100:.0f} %"
+
+
+def render_table(cells: Sequence[Cell], targets: Sequence[Target]) -> str:
+    lines = [
+        "| Mode | Concurrency | Server | req/s | vs floor | p50 ms | p99 ms | TTFT p50 ms"
+        " | tokens/s | server CPU | client CPU | errors |",
+        "|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for cell in cells:
+        floor = cell.runs.get(FLOOR.key)
+        for target in targets:
+            run = cell.runs[target.key]
+            ratio = "—" if floor is None or target is FLOOR else f"{run.rps / floor.rps:.2f}x"
+            client = percent(run.client_cpu) + (" *" if run.client_cpu >= CLIENT_BOUND else "")
+            cells_text = (
+                "streamed" if cell.stream else "non-streamed",
+                str(cell.concurrency),
+                target.label,
+                f"{run.rps:,.0f}",
+                ratio,
+                millis(run.p50_ms),
+                millis(run.p99_ms),
+                millis(run.ttft_p50_ms),
+                "—" if run.tokens_per_s is None else f"{run.tokens_per_s:,.0f}",
+                percent(run.server_cpu),
+                client,
+                str(run.errors),
+            )
+            lines.append("| " + " | ".join(cells_text) + " |")
+    return "\n".join(lines)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def render_report(
+    cells: Sequence[Cell],
+    targets: Sequence[Target],
+    sizes: Sizes,
+    pinning: str,
+    argv: Sequence[str],
+) -> str:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    command = shlex.join(["python", "bench/gateway.py", *argv])
+    return "\n".join(
+        [
+            f"- Date: {datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
+            f"- Machine: {cores} cores, {cpu_model()}; {pinning}",
+            f"- Python {platform.python_version()} ({platform.python_implementation()}),"
+            f" aiohttp {importlib.metadata.version('aiohttp')} (server and client),"
+            " default asyncio event loop",
+            f"- Command: `{command}`",
+            f"- Sizes: concurrency {', '.join(map(str, CONCURRENCIES))}; {TOKENS} tokens per"
+            f" request; median of {sizes.repeats} runs of {sizes.duration_s:g} s, each after"
+            f" {sizes.warmup_s:g} s of warmup, the servers alternating run by run",
+            "",
+            render_table(cells, targets),
+            "",
+            f"\\* client CPU ≥ {CLIENT_BOUND * 100:.0f} %: the load generator, not the server,"
+            " may be what limits that row.",
+        ]
+    )
+
+
+def write_section(path: Path, report: str) -> None:
+    block = f"{BEGIN_MARKER}\n{report}\n{END_MARKER}"
+    text = path.read_text() if path.exists() else ""
+    begin, end = text.find(BEGIN_MARKER), text.find(END_MARKER)
+    if begin >= 0 and end > begin:
+        text = text[:begin] + block + text[end + len(END_MARKER) :]
+    else:
+        text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
+    path.write_text(text)
+
+
+def pick_cpus() -> tuple[int | None, int | None, str]:
+    """(client CPU, server CPU, a description); no pinning on one core."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None, None, "not pinned"
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None, None, "not pinned (one core)"
+    client, server = cpus[0], cpus[1]
+    return client, server, f"client pinned to CPU {client}, every server to CPU {server}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="short runs, for a smoke test")
+    parser.add_argument("--repeats", type=int, help="runs per measurement (median reported)")
+    parser.add_argument("--duration", type=float, help="seconds of one measured window")
+    parser.add_argument("--markdown", type=Path, metavar="PATH", help="write the table into PATH")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
+    parser.add_argument(
+        "--only-gateway", action="store_true", help="skip the floor and the 2-replica gateway"
+    )
+    parser.add_argument(
+        "--profile", type=Path, metavar="DIR", help="cProfile the gateways into DIR/*.prof"
+    )
+    parser.add_argument("--floor-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+
+    if args.floor_server is not None:
+        asyncio.run(_floor_main(args.floor_server, FLOOR_LIFETIME_S))
+        return 0
+
+    sizes = Sizes().quick() if args.quick else Sizes()
+    if args.repeats is not None:
+        sizes = replace(sizes, repeats=args.repeats)
+    if args.duration is not None:
+        sizes = replace(sizes, duration_s=args.duration)
+    targets = TARGETS[1:2] if args.only_gateway else TARGETS
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        args.profile = args.profile.resolve()
+
+    client_cpu, server_cpu, pinning = (None, None, "not pinned") if args.no_pin else pick_cpus()
+    if client_cpu is not None:
+        os.sched_setaffinity(0, {client_cpu})
+
+    started = time.perf_counter()
+    with servers_running(targets, server_cpu, args.profile) as servers:
+        cells = asyncio.run(run_all(servers, sizes))
+    log(f"done in {time.perf_counter() - started:.1f} s")
+
+    report = render_report(cells, targets, sizes, pinning, argv)
+    print(report)
+    if args.markdown is not None:
+        write_section(args.markdown, report)
+        log(f"wrote the table into {args.markdown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
