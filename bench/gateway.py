@@ -318,6 +318,7 @@ class Run:
     """One measured window against one server."""
 
     requests: int
+    """Requests started in the window (all of them were waited for)."""
     errors: int
     rps: float
     p50_ms: float
@@ -326,7 +327,18 @@ class Run:
     tokens_per_s: float | None
     server_cpu: float
     """Fraction of one core the server used in the window."""
+    server_cpu_per_request_us: float
     client_cpu: float
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    start: float
+    end: float
+    first: float | None
+    """When the first bytes of the body arrived (streams)."""
+    tokens: int
+    ok: bool
 
 
 def _percentiles(samples: Sequence[float]) -> tuple[float, float]:
@@ -340,6 +352,13 @@ def _percentiles(samples: Sequence[float]) -> tuple[float, float]:
 async def run_load(
     server: Server, *, stream: bool, concurrency: int, warmup: float, duration: float
 ) -> Run:
+    """``concurrency`` workers send requests back to back: a warmup, then the window.
+
+    Throughput counts every request by the fraction of its lifetime inside the window (with
+    zero-latency batching, a whole cohort of streams ends at once; counting only the ends would
+    quantise the figure). Latencies are those of the requests started inside the window; the
+    workers keep the load on until the last of them has ended.
+    """
     url = f"http://127.0.0.1:{server.port}/v1/chat/completions"
     body = msgspec.json.encode(
         {"model": MODEL, "messages": PROMPT, "max_tokens": TOKENS, "stream": stream}
@@ -347,32 +366,30 @@ async def run_load(
     clock = time.perf_counter
     window_start = clock() + warmup
     window_end = window_start + duration
-    latencies: list[float] = []
-    ttfts: list[float] = []
-    tokens = 0
-    errors = 0
+    samples: list[Sample] = []
+    pending = 0
+    """Requests started in the window and not ended yet."""
     cpu: dict[str, float] = {}
 
-    async def sample_cpu() -> None:
+    def sample_cpu(key: str) -> None:
+        cpu["t" + key] = clock()
+        cpu["s" + key] = cpu_seconds(server.process.pid)
+        cpu["c" + key] = time.process_time()
+
+    async def sampler() -> None:
         await asyncio.sleep(max(0.0, window_start - clock()))
-        cpu["t0"], cpu["s0"], cpu["c0"] = (
-            clock(),
-            cpu_seconds(server.process.pid),
-            time.process_time(),
-        )
+        sample_cpu("0")
         await asyncio.sleep(max(0.0, window_end - clock()))
-        cpu["t1"], cpu["s1"], cpu["c1"] = (
-            clock(),
-            cpu_seconds(server.process.pid),
-            time.process_time(),
-        )
+        sample_cpu("1")
 
     async def worker(session: aiohttp.ClientSession) -> None:
-        nonlocal tokens, errors
+        nonlocal pending
         post = session.post
-        while (start := clock()) < window_end:
+        while (start := clock()) < window_end or pending:
+            measured = window_start <= start < window_end
+            pending += measured
             first: float | None = None
-            count = 0
+            tokens = 0
             try:
                 async with post(url, data=body, headers=HEADERS) as response:
                     if stream:
@@ -381,46 +398,56 @@ async def run_load(
                             if first is None:
                                 first = clock()
                             buffer += chunk
-                        count = buffer.count(b"data: ") - 1
-                        ok = response.status == 200 and buffer.endswith(DONE) and count == TOKENS
+                        tokens = buffer.count(b"data: ") - 1
+                        ok = response.status == 200 and buffer.endswith(DONE) and tokens == TOKENS
                     else:
                         data = await response.read()
+                        tokens = TOKENS
                         ok = response.status == 200 and b'"completion_tokens":64' in data
             except (aiohttp.ClientError, TimeoutError):
                 ok = False
+            finally:
+                pending -= measured
             end = clock()
+            if end > window_start and start < window_end:
+                samples.append(Sample(start, end, first, tokens, ok))
             if not ok:
-                if window_start <= end < window_end:
-                    errors += 1
                 await asyncio.sleep(0.01)  # no busy loop against a failing server
-                continue
-            if window_start <= end < window_end:
-                latencies.append(end - start)
-                if first is not None:
-                    ttfts.append(first - start)
-                tokens += count
 
     connector = aiohttp.TCPConnector(limit=concurrency)
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        sampler = asyncio.create_task(sample_cpu())
+        cpu_task = asyncio.create_task(sampler())
         try:
             await asyncio.gather(*(worker(session) for _ in range(concurrency)))
-            await sampler
+            await cpu_task
         finally:
-            sampler.cancel()
+            cpu_task.cancel()
 
+    done = 0.0
+    tokens = 0.0
+    for s in samples:
+        if s.ok:
+            inside = min(s.end, window_end) - max(s.start, window_start)
+            share = inside / (s.end - s.start) if s.end > s.start else 1.0
+            done += share
+            tokens += share * s.tokens
+    started = [s for s in samples if window_start <= s.start < window_end]
+    measured = [s for s in started if s.ok]
+    p50, p99 = _percentiles([s.end - s.start for s in measured])
+    ttfts = [s.first - s.start for s in measured if s.first is not None]
     elapsed = cpu["t1"] - cpu["t0"]
-    p50, p99 = _percentiles(latencies)
+    server_cpu = cpu["s1"] - cpu["s0"]
     return Run(
-        requests=len(latencies),
-        errors=errors,
-        rps=len(latencies) / duration,
+        requests=len(started),
+        errors=len(started) - len(measured),
+        rps=done / duration,
         p50_ms=p50,
         p99_ms=p99,
         ttft_p50_ms=_percentiles(ttfts)[0] if stream else None,
         tokens_per_s=tokens / duration if stream else None,
-        server_cpu=(cpu["s1"] - cpu["s0"]) / elapsed,
+        server_cpu=server_cpu / elapsed,
+        server_cpu_per_request_us=server_cpu / done * 1e6 if done else float("nan"),
         client_cpu=(cpu["c1"] - cpu["c0"]) / elapsed,
     )
 
@@ -439,6 +466,7 @@ def median_run(runs: Sequence[Run]) -> Run:
         ttft_p50_ms=med([r.ttft_p50_ms for r in runs]),
         tokens_per_s=med([r.tokens_per_s for r in runs]),
         server_cpu=statistics.median(r.server_cpu for r in runs),
+        server_cpu_per_request_us=statistics.median(r.server_cpu_per_request_us for r in runs),
         client_cpu=statistics.median(r.client_cpu for r in runs),
     )
 

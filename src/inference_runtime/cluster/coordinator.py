@@ -51,7 +51,7 @@ class DpCoordinatorActor(Actor):
             case Release(deployment=deployment, replica_id=rid):
                 table.release(deployment, rid)
             case EngineLoad():
-                table.report(message)
+                table.report(message, engine=self.context.sender)
             case RegisterReplica():
                 self._register(message)
             case DeregisterReplica(deployment=deployment, replica_id=rid):

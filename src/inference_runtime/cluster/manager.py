@@ -124,6 +124,12 @@ class DeploymentManagerActor(Actor):
                 f"(available: {', '.join(LOCAL_RUNNERS)})",
                 param="runtime",
             )
+        if deployment.gpus:
+            # refused rather than ignored: placement on GPUs arrives with the control plane
+            raise RequestError(
+                "gpus: GPU placement is not available in this version; set gpus: 0",
+                param="gpus",
+            )
         current = self.running.get(deployment.name)
         if current is not None and current.deployment == deployment:
             return tuple(current.replicas)

@@ -124,14 +124,16 @@ class RoutingTable:
             self._held.discard((deployment, replica_id))
         return True
 
-    def report(self, load: EngineLoad) -> bool:
-        """Apply an engine's load report; False (ignored) for an unknown replica.
+    def report(self, load: EngineLoad, *, engine: ActorRef | None = None) -> bool:
+        """Apply an engine's load report; False (ignored) for an unknown replica, or when
+        ``engine`` (the report's sender) is not the engine registered for it now: an old
+        incarnation still reporting while it stops must not touch its successor.
 
         The engine's state applies unless the manager holds the replica in DRAINING or FAILED;
         then only a FAILED report gets through (failure wins, nothing revives it but the manager).
         """
         entry = self.entry(load.deployment, load.replica_id)
-        if entry is None:
+        if entry is None or (engine is not None and entry.engine != engine):
             return False
         entry.waiting, entry.running = load.waiting, load.running
         entry.context_restarts = load.context_restarts

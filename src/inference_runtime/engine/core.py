@@ -280,7 +280,7 @@ class EngineCoreActor(Actor):
         )
         if load != self._last_load and self.coordinator is not None:
             try:
-                self.coordinator.tell(load)
+                self.coordinator.tell(load, sender=self.context.self_ref)
             except MailboxFull:
                 return  # reports are idempotent: the next one carries the same facts
             self._last_load = load
