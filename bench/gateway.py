@@ -74,8 +74,6 @@ STOP_TIMEOUT_S = 10.0
 """After SIGTERM a server gets this long to exit, then SIGKILL."""
 FLOOR_LIFETIME_S = 900.0
 """The floor server exits by itself after this long, whatever happens to its parent."""
-CLIENT_BOUND = 0.9
-"""A run whose client used this fraction of its core or more may be limited by the client."""
 
 
 @dataclass(frozen=True)
@@ -534,13 +532,19 @@ def millis(value: float | None) -> str:
 
 
 def percent(value: float) -> str:
-    return f"{value * 100:.0f} %"
+    return "—" if value != value else f"{value * 100:.0f} %"
+
+
+def micros(value: float) -> str:
+    if value != value:  # NaN
+        return "—"
+    return f"{value:.0f} µs" if value < 10_000 else f"{value / 1e3:.1f} ms"
 
 
 def render_table(cells: Sequence[Cell], targets: Sequence[Target]) -> str:
     lines = [
         "| Mode | Concurrency | Server | req/s | vs floor | p50 ms | p99 ms | TTFT p50 ms"
-        " | tokens/s | server CPU | client CPU | errors |",
+        " | tokens/s | server CPU | server CPU per request | client CPU |",
         "|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for cell in cells:
@@ -548,7 +552,7 @@ def render_table(cells: Sequence[Cell], targets: Sequence[Target]) -> str:
         for target in targets:
             run = cell.runs[target.key]
             ratio = "—" if floor is None or target is FLOOR else f"{run.rps / floor.rps:.2f}x"
-            client = percent(run.client_cpu) + (" *" if run.client_cpu >= CLIENT_BOUND else "")
+            client = percent(run.client_cpu) + (" *" if run.client_cpu > run.server_cpu else "")
             cells_text = (
                 "streamed" if cell.stream else "non-streamed",
                 str(cell.concurrency),
@@ -560,8 +564,8 @@ def render_table(cells: Sequence[Cell], targets: Sequence[Target]) -> str:
                 millis(run.ttft_p50_ms),
                 "—" if run.tokens_per_s is None else f"{run.tokens_per_s:,.0f}",
                 percent(run.server_cpu),
+                micros(run.server_cpu_per_request_us),
                 client,
-                str(run.errors),
             )
             lines.append("| " + " | ".join(cells_text) + " |")
     return "\n".join(lines)
@@ -577,19 +581,64 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+SPIN = """
+import os, sys, time
+if len(sys.argv) > 1 and sys.argv[1]:
+    os.sched_setaffinity(0, {int(sys.argv[1])})
+wall, cpu = time.perf_counter(), time.process_time()
+while time.perf_counter() - wall < float(sys.argv[2] if len(sys.argv) > 2 else 1):
+    pass
+print((time.process_time() - cpu) / (time.perf_counter() - wall))
+"""
+
+
+def cpu_capacity(cpus: Sequence[int | None], seconds: float = 1.0) -> list[float]:
+    """Busy loops, one per CPU at once: the fraction of wall time each really gets (a shared
+    VM's two vCPUs may not give two whole cores)."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", SPIN, "" if cpu is None else str(cpu), str(seconds)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for cpu in cpus
+    ]
+    shares = []
+    for proc in procs:
+        try:
+            out, _ = proc.communicate(timeout=seconds + 30)
+            shares.append(float(out.strip() or "nan"))
+        except (subprocess.TimeoutExpired, ValueError):
+            proc.kill()
+            proc.wait()
+            shares.append(float("nan"))
+    return shares
+
+
+@dataclass(frozen=True)
+class Setup:
+    cores: int
+    pinning: str
+    capacity: list[float]
+
+
 def render_report(
     cells: Sequence[Cell],
     targets: Sequence[Target],
     sizes: Sizes,
-    pinning: str,
+    setup: Setup,
     argv: Sequence[str],
 ) -> str:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     command = shlex.join(["python", "bench/gateway.py", *argv])
+    runs = [run for cell in cells for run in cell.runs.values()]
+    errors = sum(run.errors for run in runs)
+    total = sum(run.requests for run in runs)
+    capacity = " and ".join(percent(share) for share in setup.capacity)
     return "\n".join(
         [
             f"- Date: {datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
-            f"- Machine: {cores} cores, {cpu_model()}; {pinning}",
+            f"- Machine: {setup.cores} cores, {cpu_model()}; {setup.pinning}; two busy loops"
+            f" pinned the same way got {capacity} of a core each",
             f"- Python {platform.python_version()} ({platform.python_implementation()}),"
             f" aiohttp {importlib.metadata.version('aiohttp')} (server and client),"
             " default asyncio event loop",
@@ -597,11 +646,12 @@ def render_report(
             f"- Sizes: concurrency {', '.join(map(str, CONCURRENCIES))}; {TOKENS} tokens per"
             f" request; median of {sizes.repeats} runs of {sizes.duration_s:g} s, each after"
             f" {sizes.warmup_s:g} s of warmup, the servers alternating run by run",
+            f"- Errors: {errors} of {total:,} measured requests",
             "",
             render_table(cells, targets),
             "",
-            f"\\* client CPU ≥ {CLIENT_BOUND * 100:.0f} %: the load generator, not the server,"
-            " may be what limits that row.",
+            "\\* the client used more CPU than the server: the load generator's share of the"
+            " machine, not the server, is what limits that row.",
         ]
     )
 
@@ -659,7 +709,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.profile.mkdir(parents=True, exist_ok=True)
         args.profile = args.profile.resolve()
 
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     client_cpu, server_cpu, pinning = (None, None, "not pinned") if args.no_pin else pick_cpus()
+    setup = Setup(cores or 1, pinning, cpu_capacity([client_cpu, server_cpu]))
     if client_cpu is not None:
         os.sched_setaffinity(0, {client_cpu})
 
@@ -668,7 +720,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cells = asyncio.run(run_all(servers, sizes))
     log(f"done in {time.perf_counter() - started:.1f} s")
 
-    report = render_report(cells, targets, sizes, pinning, argv)
+    report = render_report(cells, targets, sizes, setup, argv)
     print(report)
     if args.markdown is not None:
         write_section(args.markdown, report)

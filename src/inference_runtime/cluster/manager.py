@@ -24,8 +24,8 @@ from inference_runtime.actors import (
     Terminated,
 )
 from inference_runtime.cluster.messages import DeregisterReplica, RegisterReplica, SetReplicaState
-from inference_runtime.engine import EngineCoreActor, ModelRunner, create_runner
-from inference_runtime.engine.runtimes import LOCAL_RUNNERS
+from inference_runtime.engine import ModelRunner, create_runner
+from inference_runtime.engine.runtimes import LOCAL_RUNNERS, engine_actor_class
 from inference_runtime.errors import InferenceRuntimeError, NotFound, RequestError
 from inference_runtime.metrics import ConfigureDeployment, RemoveDeployment
 from inference_runtime.types import Deployment, ReplicaState
@@ -150,14 +150,18 @@ class DeploymentManagerActor(Actor):
         replica_id = f"{dep.name}#{index}"
         name = f"{_UNSAFE.sub('_', dep.name)}-g{running.generation}-{index}"
         factory = self.runner_factory
+        engine_class = engine_actor_class(dep.runtime)
+        # every admitted sequence may have an add and an abort queued at once
+        capacity = 2 * (dep.serving.max_concurrent + dep.serving.queue_capacity) + 64
         engine = self.context.spawn(
             Props(
-                lambda: EngineCoreActor(
+                lambda: engine_class(
                     dep,
                     replica_id,
                     coordinator=self.coordinator,
                     runner_factory=lambda: factory(dep),
-                )
+                ),
+                mailbox_capacity=capacity,
             ),
             name,
         )

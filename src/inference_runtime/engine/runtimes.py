@@ -1,5 +1,5 @@
-"""Which runner class serves a deployment's ``runtime``; imported only when used, so that
-``import inference_runtime`` never pulls in torch, transformers or vLLM."""
+"""Which runner class and which engine actor serve a deployment's ``runtime``; imported only
+when used, so that ``import inference_runtime`` never pulls in torch, transformers or vLLM."""
 
 from __future__ import annotations
 
@@ -11,12 +11,25 @@ from inference_runtime.types import Deployment
 
 LOCAL_RUNNERS: dict[str, str] = {
     "fake": "inference_runtime.testing.fake_runner:FakeRunner",
+    "transformers": "inference_runtime.engine.runners.transformers:TransformersRunner",
+    "embeddings": "inference_runtime.engine.runners.embeddings:EmbeddingRunner",
 }
-"""runtime name -> "module:Class" of its ModelRunner (constructor: deployment, device=...)."""
+"""runtime name -> "module:Class" of its runner (constructor: deployment, device=...)."""
+
+ENGINE_ACTORS: dict[str, str] = {
+    "embeddings": "inference_runtime.engine.embedding_core:EmbeddingEngineActor",
+}
+"""runtime name -> "module:Class" of its engine actor, when not the generating EngineCoreActor.
+Constructor: (deployment, replica_id, *, coordinator, runner_factory)."""
 
 
 def available_runtimes() -> tuple[str, ...]:
     return tuple(LOCAL_RUNNERS)
+
+
+def _load(target: str) -> Any:
+    module_name, _, class_name = target.partition(":")
+    return getattr(importlib.import_module(module_name), class_name)
 
 
 def create_runner(deployment: Deployment, *, device: str = "cpu") -> ModelRunner:
@@ -26,7 +39,15 @@ def create_runner(deployment: Deployment, *, device: str = "cpu") -> ModelRunner
             f"runtime: {deployment.runtime!r} is not available in this version "
             f"(available: {', '.join(LOCAL_RUNNERS)})"
         )
-    module_name, _, class_name = target.partition(":")
-    cls: Any = getattr(importlib.import_module(module_name), class_name)
-    runner: ModelRunner = cls(deployment, device=device)
+    runner: ModelRunner = _load(target)(deployment, device=device)
     return runner
+
+
+def engine_actor_class(runtime: str) -> Any:
+    """The engine actor class for a runtime (EngineCoreActor unless ENGINE_ACTORS says else)."""
+    target = ENGINE_ACTORS.get(runtime)
+    if target is None:
+        from inference_runtime.engine.core import EngineCoreActor
+
+        return EngineCoreActor
+    return _load(target)
