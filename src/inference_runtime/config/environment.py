@@ -17,6 +17,9 @@ class Environment(msgspec.Struct, frozen=True, kw_only=True):
     """INFERENCE_RUNTIME_PORT: overrides ``gateway.port``."""
     log_level: str = "INFO"
     """INFERENCE_RUNTIME_LOG_LEVEL: DEBUG, INFO, WARNING or ERROR."""
+    cache_dir: str = ""
+    """INFERENCE_RUNTIME_CACHE_DIR, else $XDG_CACHE_HOME/inference-runtime, else
+    ~/.cache/inference-runtime: where converted models are kept."""
 
 
 def read_environment(environ: Mapping[str, str] | None = None) -> Environment:
@@ -29,4 +32,9 @@ def read_environment(environ: Mapping[str, str] | None = None) -> Environment:
         host=env.get("INFERENCE_RUNTIME_HOST") or None,
         port=int(port) if port is not None else None,
         log_level=(env.get("INFERENCE_RUNTIME_LOG_LEVEL") or "INFO").upper(),
+        cache_dir=env.get("INFERENCE_RUNTIME_CACHE_DIR")
+        or os.path.join(
+            env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+            "inference-runtime",
+        ),
     )

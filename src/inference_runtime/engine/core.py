@@ -181,10 +181,15 @@ class EngineCoreActor(Actor):
     def _abort(self, request_id: str) -> None:
         for seq in self.requests.pop(request_id, ()):
             self.scheduler.abort(seq.seq_id)
+        self._release_now()
+        self._report_load()
+
+    def _release_now(self) -> None:
+        """Free the runner state of sequences that left, unless a step is running (then the
+        next batch carries them)."""
         if not self.stepping and self.runner is not None and self.scheduler.released:
             self.runner.release(self.scheduler.released)
             self.scheduler.released = []
-        self._report_load()
 
     def _context_ready(self, message: ContextReady) -> None:
         self.runner = message.runner
@@ -224,6 +229,7 @@ class EngineCoreActor(Actor):
                 for seq in finished:
                     self._forget(seq)
                     seq.sink.on_finish(seq.request.choice_index, _usage(seq))
+                self._release_now()
                 self._report_load()
         except asyncio.CancelledError:
             raise

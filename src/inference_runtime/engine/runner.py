@@ -64,6 +64,8 @@ class TokenOutput(msgspec.Struct, frozen=True, gc=False):
     eos: bool = False
     logprob: float | None = None
     top_logprobs: tuple[tuple[str, float], ...] = ()
+    token_text: str = ""
+    """The token's own text, for logprobs (``text`` may hold back or merge bytes)."""
 
 
 class ModelRunner(Protocol):

@@ -98,7 +98,7 @@ class Sequence:
         self.emitted = end
         logprobs = None
         if out.logprob is not None:
-            logprobs = ((out.text, out.logprob, out.top_logprobs),)
+            logprobs = ((out.token_text or out.text, out.logprob, out.top_logprobs),)
         return TokenChunk(
             request_id=self.request.request_id,
             index=self.request.choice_index,

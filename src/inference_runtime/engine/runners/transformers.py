@@ -1,0 +1,309 @@
+"""``TransformersRunner`` (``runtime: transformers``): a Hugging Face causal LM, step by step.
+
+Each engine step runs at most two forwards in a worker thread: one batched decode over every
+running sequence (one new token each, each at its own position in the shared ``SlotCache``), and
+one batched prefill of the sequences joining at this step, whose KV lands in fresh rows of the
+same cache, so that they decode with the others from the next step on. Nothing waits for another
+request to finish.
+
+``runtime_config``: ``dtype`` (auto | float32 | bfloat16 | float16; auto is bfloat16 where the
+device supports it), ``max_model_len`` (defaults to the model's), ``kv_rows`` and ``kv_length``
+(initial KV buffer shape; both grow on demand).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import torch
+
+from inference_runtime.engine.runner import RunnerInfo, ScheduledBatch, TokenOutput
+from inference_runtime.engine.runners import model_source
+from inference_runtime.engine.runners.detokenizer import IncrementalDetokenizer
+from inference_runtime.engine.runners.kv_slots import SlotCache
+from inference_runtime.engine.runners.sampling import SamplerState, new_state, sample
+from inference_runtime.errors import ContextPoisoned, OutOfMemory
+from inference_runtime.types import Deployment, EngineRequest
+
+log = logging.getLogger("inference_runtime.engine")
+_SETTINGS = {"dtype": "auto", "max_model_len": None, "kv_rows": 8, "kv_length": 256}
+_CAPABILITIES = frozenset(
+    {"temperature", "top_p", "top_k", "seed", "presence_penalty", "frequency_penalty",
+     "logprobs", "top_logprobs"}
+)  # fmt: skip
+
+
+class _Seq:
+    __slots__ = ("detok", "row_owner", "sampler")
+
+    def __init__(self, detok: IncrementalDetokenizer, sampler: SamplerState) -> None:
+        self.detok, self.sampler, self.row_owner = detok, sampler, ""
+
+
+class TransformersRunner:
+    def __init__(self, deployment: Deployment, *, device: str = "cpu") -> None:
+        unknown = set(deployment.runtime_config) - set(_SETTINGS)
+        if unknown:
+            raise ValueError(
+                f"runtime_config: unknown setting(s) for runtime 'transformers': {sorted(unknown)};"
+                f" known: {sorted(_SETTINGS)}"
+            )
+        self.config: dict[str, Any] = {**_SETTINGS, **deployment.runtime_config}
+        self.source = model_source.resolve(deployment.model_id)
+        self.device = torch.device(device)
+        self.dtype = _pick_dtype(str(self.config["dtype"]), self.device)
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.cache: SlotCache | None = None
+        self.seqs: dict[str, _Seq] = {}
+        self.eos_ids: frozenset[int] = frozenset()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runner")
+        self._info: RunnerInfo | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def info(self) -> RunnerInfo:
+        if self._info is None:  # before load: what we know without weights
+            return RunnerInfo(
+                runtime="transformers",
+                transport="local",
+                max_context=int(self.config["max_model_len"] or 2048),
+                capabilities=_CAPABILITIES,
+            )
+        return self._info
+
+    async def load(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
+
+    async def rebuild(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._reset_and_load)
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._unload)
+        self._executor.shutdown(wait=False)
+
+    def _reset_and_load(self) -> None:
+        self._unload()
+        self._load()
+
+    def _unload(self) -> None:
+        self.model, self.cache = None, None
+        self.seqs.clear()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _load(self) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        started = time.monotonic()
+        source = self.source
+        converted = model_source.converted_folder(source)
+        folder, gguf = (converted, None) if converted else (source.folder, source.gguf_file)
+        where = f"{folder}/{gguf}" if gguf else str(folder)
+        log.info(
+            "loading %s on %s (%s)", where, self.device, str(self.dtype).removeprefix("torch.")
+        )
+        kwargs: dict[str, Any] = {"local_files_only": True}
+        if gguf:
+            kwargs["gguf_file"] = gguf
+        tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
+        model: Any = AutoModelForCausalLM.from_pretrained(
+            folder, dtype=self.dtype, attn_implementation="sdpa", **kwargs
+        )
+        if gguf:
+            model_source.save_converted(source, model, tokenizer)
+        model.to(self.device).eval()
+        self.model, self.tokenizer = model, tokenizer
+        self._build_cache()
+        self.eos_ids = _eos_ids(model, tokenizer)
+        cfg = model.config
+        limit = int(getattr(cfg, "max_position_embeddings", 2048))
+        max_len = int(self.config["max_model_len"] or limit)
+        self._info = RunnerInfo(
+            runtime="transformers",
+            transport="local",
+            max_context=min(max_len, limit),
+            capabilities=_CAPABILITIES,
+        )
+        params = sum(p.numel() for p in model.parameters())
+        log.info(
+            "loaded %s in %.1fs (%d parameters)", folder.name, time.monotonic() - started, params
+        )
+
+    def _build_cache(self) -> None:
+        cfg = self.model.config
+        heads = cfg.num_attention_heads
+        self.cache = SlotCache(
+            layers=cfg.num_hidden_layers,
+            kv_heads=getattr(cfg, "num_key_value_heads", None) or heads,
+            head_dim=getattr(cfg, "head_dim", None) or cfg.hidden_size // heads,
+            dtype=self.dtype,
+            device=self.device,
+            rows=int(self.config["kv_rows"]),
+            length=int(self.config["kv_length"]),
+        )
+
+    # -- requests --------------------------------------------------------------------------
+
+    def encode(self, request: EngineRequest) -> tuple[list[int], str]:
+        if self.tokenizer is None:
+            raise ContextPoisoned("the model is not loaded yet")
+        tok = self.tokenizer
+        if request.messages is not None:
+            messages = [{"role": m.role, "content": m.text()} for m in request.messages]
+            if getattr(tok, "chat_template", None):
+                text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            else:
+                text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+            ids = tok(text, add_special_tokens=False)["input_ids"]
+        else:
+            text = request.prompt or ""
+            ids = tok(text)["input_ids"]
+        return list(ids), text
+
+    def release(self, seq_ids: Sequence[str]) -> None:
+        cache = self.cache
+        with torch.inference_mode():
+            for seq_id in seq_ids:
+                if self.seqs.pop(seq_id, None) is None or cache is None:
+                    continue
+                cache.free(cache.owner.index(seq_id))
+
+    # -- one step ------------------------------------------------------------------------
+
+    async def execute(self, batch: ScheduledBatch) -> dict[str, TokenOutput]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._step, batch)
+
+    def _step(self, batch: ScheduledBatch) -> dict[str, TokenOutput]:
+        if self.model is None or self.cache is None:
+            raise ContextPoisoned("the model is not loaded")
+        self.release(batch.released)
+        decodes = [s for s in batch.sequences if not s.prefill]
+        prefills = [s for s in batch.sequences if s.prefill]
+        try:
+            with torch.inference_mode():
+                out = self._decode(decodes) if decodes else {}
+                if prefills:
+                    out.update(self._prefill(prefills))
+        except (torch.OutOfMemoryError, MemoryError) as error:
+            culprits = tuple(s.seq_id for s in prefills) or tuple(s.seq_id for s in decodes)
+            raise OutOfMemory(f"out of memory: {error}", sequence_ids=culprits) from error
+        except RuntimeError as error:
+            if "cuda" in str(error).lower() or "device" in str(error).lower():
+                raise ContextPoisoned(f"device error: {error}") from error
+            raise
+        return out
+
+    def _prefill(self, seqs: list[Any]) -> dict[str, TokenOutput]:
+        cache = self.cache
+        assert cache is not None
+        lengths = [len(s.prompt_ids) for s in seqs]
+        longest = max(lengths)
+        cache.reserve(longest + 1)
+        rows = []
+        for s in seqs:
+            self.seqs[s.seq_id] = _Seq(
+                IncrementalDetokenizer(self.tokenizer), new_state(s.sampling, device=self.device)
+            )
+            rows.append(cache.allocate(s.seq_id))
+        pad = self.tokenizer.pad_token_id or 0
+        ids = torch.tensor([s.prompt_ids + [pad] * (longest - len(s.prompt_ids)) for s in seqs])
+        positions = torch.arange(longest).expand(len(seqs), longest)
+        lens = torch.tensor(lengths)
+        key_ok = positions < lens[:, None]
+        causal = torch.ones(longest, longest, dtype=torch.bool).tril()
+        mask = causal[None, None] & key_ok[:, None, None, :]
+        cache.begin(torch.tensor(rows), positions, longest)
+        logits = self._forward(ids, positions, mask)
+        last = logits[torch.arange(len(seqs)), lens - 1]
+        for row, length in zip(rows, lengths, strict=True):
+            cache.lengths[row] = length
+        return self._choose(seqs, last)
+
+    def _decode(self, seqs: list[Any]) -> dict[str, TokenOutput]:
+        cache = self.cache
+        assert cache is not None
+        rows = [cache.owner.index(s.seq_id) for s in seqs]
+        positions = torch.tensor([cache.lengths[r] for r in rows])
+        kv_len = int(positions.max()) + 1
+        cache.reserve(kv_len)
+        ids = torch.tensor([[s.output_ids[-1]] for s in seqs])
+        row_index: torch.Tensor | slice = torch.tensor(rows)
+        if rows == list(range(len(rows))):
+            row_index = slice(0, len(rows))
+        mask = (torch.arange(kv_len)[None, :] <= positions[:, None])[:, None, None, :]
+        cache.begin(row_index, positions[:, None], kv_len)
+        logits = self._forward(ids, positions[:, None], mask)[:, -1]
+        for r in rows:
+            cache.lengths[r] += 1
+        return self._choose(seqs, logits)
+
+    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor) -> Any:
+        output = self.model(
+            input_ids=ids.to(self.device),
+            position_ids=positions.to(self.device),
+            attention_mask=mask.to(self.device),
+            cache=self.cache,
+            use_cache=True,
+        )
+        return output.logits.float()
+
+    def _choose(self, seqs: list[Any], logits: torch.Tensor) -> dict[str, TokenOutput]:
+        states = [self.seqs[s.seq_id].sampler for s in seqs]
+        choices = sample(logits, states)
+        decode = self.tokenizer.decode
+        out: dict[str, TokenOutput] = {}
+        for s, choice in zip(seqs, choices, strict=True):
+            eos = choice.token_id in self.eos_ids
+            text = "" if eos else self.seqs[s.seq_id].detok.push(choice.token_id)
+            logprob_fields: dict[str, Any] = {}
+            if choice.logprob is not None:
+                logprob_fields = {
+                    "logprob": choice.logprob,
+                    "top_logprobs": tuple((decode([t]), lp) for t, lp in choice.top),
+                    "token_text": decode([choice.token_id]),
+                }
+            out[s.seq_id] = TokenOutput(
+                token_id=choice.token_id, text=text, eos=eos, **logprob_fields
+            )
+        return out
+
+    @property
+    def live_sequences(self) -> int:
+        return len(self.seqs)
+
+
+def _pick_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if _cpu_has_bf16() else torch.float32
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if name not in dtypes:
+        raise ValueError(f"runtime_config.dtype: {name!r} is not one of auto, {', '.join(dtypes)}")
+    return dtypes[name]
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
+    ids: set[int] = set()
+    for source in (getattr(model, "generation_config", None), model.config, tokenizer):
+        value = getattr(source, "eos_token_id", None)
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, list | tuple):
+            ids.update(int(v) for v in value)
+    return frozenset(ids)
