@@ -8,7 +8,12 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from inference_runtime.config import RuntimeConfig, load_config, read_environment
+from inference_runtime.config import (
+    RuntimeConfig,
+    default_config,
+    load_config,
+    read_environment,
+)
 from inference_runtime.version import __version__
 
 
@@ -21,7 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"inference-runtime {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    serve = commands.add_parser("serve", help="start the server from a YAML config")
+    serve = commands.add_parser(
+        "serve",
+        help="start the server (the built-in SmolLM2 chat and MiniLM embedding models, "
+        "or the deployments of --config)",
+    )
     serve.add_argument(
         "--config",
         "-c",
@@ -39,14 +48,8 @@ def _serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     path = args.config or env.config
-    if path is None:
-        print(
-            "inference-runtime serve: give --config FILE (see README: 'Serving from a config')",
-            file=sys.stderr,
-        )
-        return 2
     try:
-        config = load_config(path)
+        config = load_config(path) if path else default_config()
     except ValueError as error:
         print(f"inference-runtime serve: {error}", file=sys.stderr)
         return 2

@@ -97,8 +97,19 @@ class SlotCache:
         goes; attention then sees the first ``kv_len`` slots of those rows."""
         self._rows, self._write, self._kv_len = rows, write, kv_len
 
+    # the few Cache methods transformers may consult besides update (mask sizing, compile checks)
+    is_compileable = False
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self._kv_len
+
     def update(
-        self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, **_: Any
+        self,
+        key_states: torch.Tensor,
+        value_states: torch.Tensor,
+        layer_idx: int,
+        *_args: Any,
+        **_kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         keys, values = self.keys[layer_idx], self.values[layer_idx]
         rows = self._rows

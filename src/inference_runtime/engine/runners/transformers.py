@@ -14,6 +14,7 @@ device supports it), ``max_model_len`` (defaults to the model's), ``kv_rows`` an
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import Sequence
@@ -64,6 +65,8 @@ class TransformersRunner:
         self.eos_ids: frozenset[int] = frozenset()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runner")
         self._info: RunnerInfo | None = None
+        self._cache_kwarg = "cache"
+        self._keeps_logits = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -120,6 +123,10 @@ class TransformersRunner:
             model_source.save_converted(source, model, tokenizer)
         model.to(self.device).eval()
         self.model, self.tokenizer = model, tokenizer
+        # transformers renamed past_key_values to cache during 5.x; pass it by its current name
+        forward = inspect.signature(model.forward).parameters
+        self._cache_kwarg = "cache" if "cache" in forward else "past_key_values"
+        self._keeps_logits = "logits_to_keep" in forward
         self._build_cache()
         self.eos_ids = _eos_ids(model, tokenizer)
         cfg = model.config
@@ -206,26 +213,32 @@ class TransformersRunner:
         assert cache is not None
         lengths = [len(s.prompt_ids) for s in seqs]
         longest = max(lengths)
-        cache.reserve(longest + 1)
         rows = []
         for s in seqs:
             self.seqs[s.seq_id] = _Seq(
                 IncrementalDetokenizer(self.tokenizer), new_state(s.sampling, device=self.device)
             )
             rows.append(cache.allocate(s.seq_id))
-        pad = self.tokenizer.pad_token_id or 0
-        ids = torch.tensor([s.prompt_ids + [pad] * (longest - len(s.prompt_ids)) for s in seqs])
-        positions = torch.arange(longest).expand(len(seqs), longest)
+        # Left-padded, so every row's last prompt token is the last input and only that
+        # position's logits are computed. Cache slots follow the sequence, not the input:
+        # row r's real tokens go to slots 0..P_r-1, its pads to the (still unused) slots after.
+        pad_id = self.tokenizer.pad_token_id or 0
+        n = len(seqs)
         lens = torch.tensor(lengths)
-        key_ok = positions < lens[:, None]
-        causal = torch.ones(longest, longest, dtype=torch.bool).tril()
-        mask = causal[None, None] & key_ok[:, None, None, :]
-        cache.begin(torch.tensor(rows), positions, longest)
-        logits = self._forward(ids, positions, mask)
-        last = logits[torch.arange(len(seqs)), lens - 1]
+        pads = longest - lens
+        ids = torch.tensor([[pad_id] * (longest - len(s.prompt_ids)) + s.prompt_ids for s in seqs])
+        index = torch.arange(longest).expand(n, longest)
+        real = index >= pads[:, None]
+        positions = torch.where(real, index - pads[:, None], 0)
+        write = torch.where(real, positions, lens[:, None] + index)
+        cache.reserve(int((lens + pads).max()) + 1)
+        query_pos = torch.where(real, positions, 0)
+        mask = torch.arange(longest)[None, None, :] <= query_pos[:, :, None]
+        cache.begin(torch.tensor(rows), write, longest)
+        logits = self._forward(ids, positions, mask[:, None], keep_last=True)[:, -1]
         for row, length in zip(rows, lengths, strict=True):
             cache.lengths[row] = length
-        return self._choose(seqs, last)
+        return self._choose(seqs, logits)
 
     def _decode(self, seqs: list[Any]) -> dict[str, TokenOutput]:
         cache = self.cache
@@ -245,13 +258,22 @@ class TransformersRunner:
             cache.lengths[r] += 1
         return self._choose(seqs, logits)
 
-    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor) -> Any:
+    def _forward(
+        self,
+        ids: torch.Tensor,
+        positions: torch.Tensor,
+        mask: torch.Tensor,
+        keep_last: bool = False,
+    ) -> Any:
+        extra: dict[str, Any] = {self._cache_kwarg: self.cache}
+        if keep_last and self._keeps_logits:
+            extra["logits_to_keep"] = 1
         output = self.model(
             input_ids=ids.to(self.device),
             position_ids=positions.to(self.device),
             attention_mask=mask.to(self.device),
-            cache=self.cache,
             use_cache=True,
+            **extra,
         )
         return output.logits.float()
 

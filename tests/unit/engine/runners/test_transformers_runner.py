@@ -227,3 +227,31 @@ async def test_device_error_poisons_and_rebuild_reloads(model_dir: Path) -> None
         ok = await engine.add("ok", PROMPTS[1], temperature=0.0, max_tokens=5)
         await ok.done
         assert ids_of(ok) == reference(runner, PROMPTS[1], 5)
+
+
+async def test_unequal_prompts_prefilled_in_one_step(model_dir: Path) -> None:
+    from inference_runtime.engine.runner import ScheduledBatch, ScheduledSequence
+
+    runner = TransformersRunner(deployment(model_dir))
+    await runner.load()
+    prompts = ["a", "the quick brown fox jumps over", "what is the capital of"]
+    greedy = SamplingParams(temperature=0.0)
+    seqs = [
+        ScheduledSequence(
+            seq_id=str(i),
+            prompt_ids=runner.tokenizer(p)["input_ids"],
+            output_ids=[],
+            sampling=greedy,
+            prefill=True,
+        )
+        for i, p in enumerate(prompts)
+    ]
+    assert len({len(s.prompt_ids) for s in seqs}) == 3
+    for _ in range(12):
+        out = await runner.execute(ScheduledBatch(sequences=seqs))
+        for s in seqs:
+            s.output_ids.append(out[s.seq_id].token_id)
+            s.prefill = False
+    for prompt, s in zip(prompts, seqs, strict=True):
+        assert s.output_ids == reference(runner, prompt, 12), prompt
+    await runner.close()
