@@ -66,6 +66,31 @@ OPENAPI: dict[str, Any] = {
     "paths": {
         "/v1/chat/completions": _completion("Create a chat completion", "ChatCompletionRequest"),
         "/v1/completions": _completion("Create a text completion", "CompletionRequest"),
+        "/v1/embeddings": {
+            "post": {
+                "summary": "Create embeddings (runtime: embeddings)",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/EmbeddingRequest"}
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": "A list of embeddings with usage",
+                        "content": {"application/json": {}},
+                    },
+                    "400": _ERROR,
+                    "404": _ERROR,
+                    "413": _ERROR,
+                    "429": _LIMITED,
+                    "503": _LIMITED,
+                    "504": _ERROR,
+                },
+            }
+        },
         "/v1/models": {
             "get": {
                 "summary": "List the served models",
@@ -168,6 +193,47 @@ OPENAPI: dict[str, Any] = {
                         ]
                     },
                     "logprobs": {"type": "integer", "minimum": 0, "maximum": 5},
+                },
+            },
+            "EmbeddingRequest": {
+                "type": "object",
+                "required": ["model", "input"],
+                "additionalProperties": False,
+                "properties": {
+                    "model": {"type": "string"},
+                    "input": {
+                        "oneOf": [
+                            {"type": "string", "minLength": 1},
+                            {
+                                "type": "array",
+                                "minItems": 1,
+                                "maxItems": 2048,
+                                "items": {"type": "string", "minLength": 1},
+                            },
+                            {
+                                "type": "array",
+                                "minItems": 1,
+                                "items": {"type": "integer", "minimum": 0},
+                            },
+                            {
+                                "type": "array",
+                                "minItems": 1,
+                                "maxItems": 2048,
+                                "items": {
+                                    "type": "array",
+                                    "minItems": 1,
+                                    "items": {"type": "integer", "minimum": 0},
+                                },
+                            },
+                        ]
+                    },
+                    "encoding_format": {
+                        "type": "string",
+                        "enum": ["float", "base64"],
+                        "default": "float",
+                    },
+                    "dimensions": {"type": "integer", "minimum": 1},
+                    "user": {"type": "string"},
                 },
             },
         }

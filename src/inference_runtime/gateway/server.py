@@ -28,6 +28,7 @@ from inference_runtime.errors import (
     RequestTooLarge,
 )
 from inference_runtime.gateway import schema
+from inference_runtime.gateway.embeddings import create_embeddings
 from inference_runtime.gateway.errors import error_body, to_http
 from inference_runtime.gateway.openapi import OPENAPI
 from inference_runtime.gateway.request_actor import RequestActor, RequestJob
@@ -116,6 +117,7 @@ class GatewayServer:
         app = web.Application(client_max_size=self.config.max_body_bytes, middlewares=[_errors])
         app.router.add_post("/v1/chat/completions", self.chat_completions)
         app.router.add_post("/v1/completions", self.completions)
+        app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_get("/v1/models", self.list_models)
         app.router.add_get("/v1/models/{model_id:.+}", self.get_model)
         app.router.add_get("/healthz", self.healthz)
@@ -250,6 +252,18 @@ class GatewayServer:
         finally:
             if not stream.ended:
                 actor.stop()  # the client went away: abort, and meter what was produced
+            self._exit()
+
+    async def embeddings(self, request: web.Request) -> web.Response:
+        self._enter()  # counted, so that a drain waits for it
+        try:
+            return await create_embeddings(
+                await self._body(request),
+                catalog=self.catalog,
+                coordinator=self.coordinator,
+                metrics=self.metrics,
+            )
+        finally:
             self._exit()
 
     async def _write_stream(

@@ -36,6 +36,7 @@ class SlotCache:
         self.owner: list[str] = []
         self._rows: torch.Tensor | slice = slice(0, 0)
         self._write: torch.Tensor = torch.zeros(0, dtype=torch.long)
+        self._row_index: torch.Tensor = torch.zeros(0, dtype=torch.long)
         self._kv_len = 0
 
     def _empty(self, rows: int, length: int) -> torch.Tensor:
@@ -95,7 +96,13 @@ class SlotCache:
     def begin(self, rows: torch.Tensor | slice, write: torch.Tensor, kv_len: int) -> None:
         """Set up the next forward: ``write[b, q]`` is where row ``rows[b]``'s q-th new token
         goes; attention then sees the first ``kv_len`` slots of those rows."""
-        self._rows, self._write, self._kv_len = rows, write, kv_len
+        # index tensors go to the device once per forward, not once per layer
+        if isinstance(rows, slice):
+            self._row_index = torch.arange(rows.start, rows.stop, device=self.device)[:, None]
+        else:
+            rows = rows.to(self.device)
+            self._row_index = rows[:, None]
+        self._rows, self._write, self._kv_len = rows, write.to(self.device), kv_len
 
     # the few Cache methods transformers may consult besides update (mask sizing, compile checks)
     is_compileable = False
@@ -112,14 +119,8 @@ class SlotCache:
         **_kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         keys, values = self.keys[layer_idx], self.values[layer_idx]
-        rows = self._rows
-        if isinstance(rows, slice):
-            row_index = torch.arange(rows.start, rows.stop, device=self.device)[:, None]
-        else:
-            row_index = rows[:, None]
+        rows, row_index, write = self._rows, self._row_index, self._write
         # advanced indices around a slice: the selection is [batch, q, heads, dim]
-        keys[row_index, :, self._write] = key_states.transpose(1, 2).to(self.dtype)
-        values[row_index, :, self._write] = value_states.transpose(1, 2).to(self.dtype)
-        if isinstance(rows, slice):
-            return keys[rows, :, : self._kv_len], values[rows, :, : self._kv_len]
+        keys[row_index, :, write] = key_states.transpose(1, 2).to(self.dtype)
+        values[row_index, :, write] = value_states.transpose(1, 2).to(self.dtype)
         return keys[rows, :, : self._kv_len], values[rows, :, : self._kv_len]
