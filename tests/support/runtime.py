@@ -71,8 +71,8 @@ async def table(runtime: Runtime) -> Any:
     return await dp.ask(GetRoutingTable())
 
 
-async def wait_healthy(runtime: Runtime, name: str, count: int) -> None:
-    for _ in range(200):
+async def wait_healthy(runtime: Runtime, name: str, count: int, *, tries: int = 200) -> None:
+    for _ in range(tries):
         rows = (await table(runtime)).deployments.get(name, ())
         if sum(r.state is ReplicaState.HEALTHY for r in rows) >= count:
             return

@@ -67,11 +67,19 @@ def resolve(model: str) -> ModelSource:
     return ModelSource(folder=path)
 
 
+CACHE_FORMAT = "v2"
+"""Bumped whenever converted copies must be redone (v1 lost tied embeddings)."""
+
+
+def _models_root() -> Path:
+    return Path(read_environment().cache_dir) / "models" / CACHE_FORMAT
+
+
 def converted_folder(source: ModelSource) -> Path | None:
     """The cached conversion of a GGUF source, if it is complete."""
     if source.cache_name is None:
         return None
-    folder = Path(read_environment().cache_dir) / "models" / source.cache_name
+    folder = _models_root() / source.cache_name
     return folder if (folder / ".complete").exists() else None
 
 
@@ -79,7 +87,7 @@ def save_converted(source: ModelSource, model: object, tokenizer: object) -> Non
     """Keep the dequantized model so the next start skips the conversion. Written to a
     temporary folder and renamed, so a crash never leaves a half-written copy behind."""
     assert source.cache_name is not None
-    root = Path(read_environment().cache_dir) / "models"
+    root = _models_root()
     final = root / source.cache_name
     partial = root / f".{source.cache_name}.{int(time.time() * 1000)}"
     try:
@@ -98,9 +106,10 @@ def save_converted(source: ModelSource, model: object, tokenizer: object) -> Non
 
 def _save_dequantized(model: Any, folder: Path) -> None:
     """transformers refuses ``save_pretrained`` on a model loaded from GGUF, although its
-    weights are plain tensors by then: save the config (without the GGUF marker) and the
-    tensors ourselves (``save_model`` handles tied embeddings)."""
-    from safetensors.torch import save_model
+    weights are plain tensors by then: save the config (without the GGUF marker) and every
+    tensor under its own name. Tied tensors are saved twice on purpose: dropping one of the
+    names (as safetensors' dedup does) makes transformers re-initialise it on load."""
+    from safetensors.torch import save_file
 
     config = copy.deepcopy(model.config)
     if hasattr(config, "quantization_config"):
@@ -108,4 +117,5 @@ def _save_dequantized(model: Any, folder: Path) -> None:
     config.save_pretrained(folder)
     if getattr(model, "generation_config", None) is not None:
         model.generation_config.save_pretrained(folder)
-    save_model(model, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    tensors = {name: t.detach().contiguous().clone() for name, t in model.state_dict().items()}
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
