@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from inference_runtime.engine.runner import RunnerInfo
-from inference_runtime.engine.runners.model_source import builtin_path
+from inference_runtime.engine.runners.model_source import builtin_path, configure_progress
 from inference_runtime.errors import (
     ContextPoisoned,
     OutOfMemory,
@@ -39,6 +41,8 @@ from inference_runtime.errors import (
     UnsupportedParameter,
 )
 from inference_runtime.types import Deployment
+
+log = logging.getLogger("inference_runtime.engine")
 
 Vectors = npt.NDArray[np.float32]
 POOLING_FLAGS = {  # sentence-transformers' flag -> our mode, in its concatenation order
@@ -197,9 +201,10 @@ class EmbeddingRunner:
         import torch
         import transformers
 
-        hf_logging: Any = transformers.utils.logging  # untyped
-        hf_logging.disable_progress_bar()
+        configure_progress()
+        started = time.monotonic()
         folder = resolve_model_path(self.deployment.model_id)
+        log.info("loading embeddings model %s on %s", folder, self.device)
         layout = read_layout(folder)
         source = str(layout.transformer)
         tokenizer = transformers.AutoTokenizer.from_pretrained(source, local_files_only=True)
@@ -221,6 +226,7 @@ class EmbeddingRunner:
         self._vocab_size = int(model.get_input_embeddings().num_embeddings)
         self._max_tokens = wanted or natural
         self._model = model
+        log.info("loaded %s in %.1fs", folder.name, time.monotonic() - started)
         self._dimension = int(self._forward(model, [[tokenizer.cls_token_id or 0]]).shape[1])
 
     # -- admission -------------------------------------------------------------------------

@@ -67,6 +67,20 @@ def resolve(model: str) -> ModelSource:
     return ModelSource(folder=path)
 
 
+def configure_progress() -> None:
+    """Loading shows transformers' progress bars on a terminal; elsewhere (a service, a log
+    file) only our log lines, which say what loads, from where, and how long it took."""
+    import sys
+
+    import transformers
+
+    hf_logging: Any = transformers.utils.logging  # untyped
+    if sys.stderr.isatty():
+        hf_logging.enable_progress_bar()
+    else:
+        hf_logging.disable_progress_bar()
+
+
 CACHE_FORMAT = "v2"
 """Bumped whenever converted copies must be redone (v1 lost tied embeddings)."""
 

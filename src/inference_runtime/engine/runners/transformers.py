@@ -104,6 +104,7 @@ class TransformersRunner:
     def _load(self) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        model_source.configure_progress()
         started = time.monotonic()
         source = self.source
         converted = model_source.converted_folder(source)
