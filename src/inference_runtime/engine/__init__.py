@@ -1,13 +1,7 @@
 """Local engine cores: continuous batching over a ModelRunner, under two-tier supervision."""
 
-from inference_runtime.engine.core import (
-    AbortRequest,
-    AddRequest,
-    Admitted,
-    EngineCoreActor,
-    EngineStatistics,
-    GetEngineStats,
-)
+from inference_runtime.engine.core import AbortRequest, AddRequest, Admitted, EngineCoreActor
+from inference_runtime.engine.replica import EngineStatistics, GetEngineStats, ReplicaActor
 from inference_runtime.engine.runner import (
     ModelRunner,
     RunnerInfo,
@@ -29,6 +23,7 @@ __all__ = [
     "EngineStatistics",
     "GetEngineStats",
     "ModelRunner",
+    "ReplicaActor",
     "RunnerInfo",
     "ScheduledBatch",
     "ScheduledSequence",

@@ -13,41 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
-from inference_runtime.actors import (
-    Actor,
-    ActorRef,
-    ChildFailed,
-    Directive,
-    OneForOneStrategy,
-    Props,
-    SupervisorStrategy,
-)
-from inference_runtime.engine.core import (
-    AbortRequest,
-    AddRequest,
-    EngineStatistics,
-    GetEngineStats,
-)
-from inference_runtime.engine.runner import ModelRunner
-from inference_runtime.engine.worker import (
-    ContextActor,
-    ContextReady,
-    Poisoned,
-    WorkerActor,
-    context_strategy,
-)
-from inference_runtime.errors import (
-    Backpressure,
-    InferenceRuntimeError,
-    MailboxFull,
-    ReplicaFailed,
-    RequestError,
-)
-from inference_runtime.types import Deployment, EngineLoad, ReplicaState
+from inference_runtime.engine.core import AbortRequest, AddRequest
+from inference_runtime.engine.replica import ReplicaActor
+from inference_runtime.errors import Backpressure, ReplicaFailed, RequestError
+from inference_runtime.types import ReplicaState
 
 log = logging.getLogger("inference_runtime.engine")
 Inputs = Sequence[str | Sequence[int]]
@@ -112,68 +85,14 @@ class _Pending:
     future: asyncio.Future[EmbeddingResult] = field(repr=False)
 
 
-@dataclass(frozen=True, slots=True)
-class _LoopCrashed:
-    error: BaseException
-
-
-class EmbeddingEngineActor(Actor):
-    replied_errors = (InferenceRuntimeError,)
-
-    def __init__(
-        self,
-        deployment: Deployment,
-        replica_id: str,
-        *,
-        coordinator: ActorRef | None = None,
-        runner_factory: Callable[[], EmbeddingModel],
-        context_restart_window: tuple[int, float] = (3, 60.0),
-    ) -> None:
-        self.deployment = deployment
-        self.replica_id = replica_id
-        self.coordinator = coordinator
-        self.runner_factory = runner_factory
-        self.restart_window = context_restart_window
+class EmbeddingEngineActor(ReplicaActor):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.queue: deque[_Pending] = deque()
         self.pending: dict[str, _Pending] = {}
         self.waiting = 0
         self.batch: list[_Pending] = []
-        self.runner: EmbeddingModel | None = None
-        self.context_ref: ActorRef | None = None
-        self.state = ReplicaState.STARTING
-        self.reason: str | None = None
-        self.context_restarts = 0
-        self.batches = 0
-        self._wake: asyncio.Future[None] | None = None
-        self._loop_task: asyncio.Task[None] | None = None
-        self._last_load: EngineLoad | None = None
-
-    # -- lifecycle ---------------------------------------------------------------------
-
-    def pre_start(self) -> None:
-        self.runner_obj = self.runner_factory()
-        me = self.context.self_ref
-        # the context only calls load/rebuild/close, which an EmbeddingModel has
-        runner = cast(ModelRunner, self.runner_obj)
-        ctx = Props(lambda: ContextActor(runner, me), mailbox_capacity=16)
-        max_restarts, within = self.restart_window
-        strategy = context_strategy(max_restarts=max_restarts, within=within)
-        self.context.spawn(Props(lambda: WorkerActor(ctx, strategy)), "worker")
-        self._loop_task = asyncio.get_running_loop().create_task(
-            self._batch_loop(), name=f"embedding-loop:{me.path}"
-        )
-        self._report_load()
-
-    async def post_stop(self) -> None:
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-        self._fail_all(ReplicaFailed(f"replica {self.replica_id} stopped"))
-        if self.state is not ReplicaState.FAILED:
-            self.state, self.reason = ReplicaState.FAILED, self.reason or "stopped"
-            self._report_load()
-
-    def supervisor_strategy(self) -> SupervisorStrategy:
-        return OneForOneStrategy(decider=lambda error: Directive.STOP)
+        self.runner_obj: EmbeddingModel
 
     # -- control messages --------------------------------------------------------------
 
@@ -191,19 +110,8 @@ class EmbeddingEngineActor(Actor):
                 )
             case AbortRequest():
                 pass  # the abort that follows a refused AddRequest: nothing to stop
-            case ContextReady(runner=runner, context=ctx, restarted=restarted):
-                self.runner, self.context_ref = cast(EmbeddingModel, runner), ctx
-                self.context_restarts += int(restarted)
-                if self.state is ReplicaState.STARTING or restarted:
-                    self.state, self.reason = ReplicaState.HEALTHY, None
-                self._poke()
-                self._report_load()
-            case ChildFailed(error=error):
-                self._mark_failed(f"context failed beyond its restart window: {error!r}")
-            case GetEngineStats():
-                return self.statistics()
-            case _LoopCrashed(error=error):
-                raise error
+            case _:
+                return self.replica_message(message)
         return None
 
     def _admit(self, message: Embed) -> EmbedAdmitted:
@@ -242,38 +150,33 @@ class EmbeddingEngineActor(Actor):
 
     # -- the batch loop: take, run in a thread, answer ---------------------------------
 
-    async def _batch_loop(self) -> None:
-        try:
-            while True:
-                runner = self.runner
-                if runner is None or not self.queue:
-                    self._wake = asyncio.get_running_loop().create_future()
-                    await self._wake
-                    continue
-                batch = self.batch = self._take(runner.max_batch_size)
+    async def _work_loop(self) -> None:
+        while True:
+            runner: EmbeddingModel | None = self.runner
+            if runner is None or not self.queue:
+                await self._idle()
+                continue
+            batch = self.batch = self._take(runner.max_batch_size)
+            self._report_load()
+            try:
+                answers = await asyncio.to_thread(_run_batch, runner, batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                self._context_failed(error)
+                self._fail(batch, ReplicaFailed(f"replica {self.replica_id}: its context failed"))
                 self._report_load()
-                try:
-                    answers = await asyncio.to_thread(_run_batch, runner, batch)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as error:
-                    self._context_failed(batch, error)
-                    continue
-                finally:
-                    self.batch = []
-                self.batches += 1
-                for pending, vectors in zip(batch, answers, strict=True):
-                    self.pending.pop(pending.request_id, None)
-                    if not pending.future.done():
-                        tokens = sum(len(row) for row in pending.ids)
-                        dim = len(vectors[0]) // 4
-                        pending.future.set_result(EmbeddingResult(vectors, dim, tokens))
-                self._report_load()
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            log.exception("%s: embedding loop crashed", self.replica_id)
-            self.context.self_ref.tell(_LoopCrashed(error))
+                continue
+            finally:
+                self.batch = []
+            self.steps += 1
+            for pending, vectors in zip(batch, answers, strict=True):
+                self.pending.pop(pending.request_id, None)
+                if not pending.future.done():
+                    tokens = sum(len(row) for row in pending.ids)
+                    dim = len(vectors[0]) // 4
+                    pending.future.set_result(EmbeddingResult(vectors, dim, tokens))
+            self._report_load()
 
     def _take(self, limit: int) -> list[_Pending]:
         """The oldest requests whose inputs fit in ``limit`` (always at least one)."""
@@ -284,22 +187,6 @@ class EmbeddingEngineActor(Actor):
             size += len(batch[-1].ids)
         self.waiting -= size
         return batch
-
-    def _context_failed(self, batch: list[_Pending], error: Exception) -> None:
-        """The runner failed: its batch fails (retryable), the context restarts, the queue
-        waits for the rebuilt runner."""
-        log.warning("%s: context failed: %r", self.replica_id, error)
-        self.runner = None
-        self._fail(batch, ReplicaFailed(f"replica {self.replica_id}: its context failed"))
-        if self.context_ref is not None:
-            self.context_ref.tell(Poisoned(error))
-        self._report_load()
-
-    def _mark_failed(self, reason: str) -> None:
-        log.error("%s: replica failed: %s", self.replica_id, reason)
-        self.state, self.reason, self.runner = ReplicaState.FAILED, reason, None
-        self._fail_all(ReplicaFailed(f"replica {self.replica_id} failed: {reason}"))
-        self._report_load()
 
     def _fail_all(self, error: ReplicaFailed) -> None:
         self._fail([*self.batch, *self.queue], error)
@@ -312,35 +199,8 @@ class EmbeddingEngineActor(Actor):
             if not pending.future.done():
                 pending.future.set_exception(error)
 
-    def _poke(self) -> None:
-        if self._wake is not None and not self._wake.done():
-            self._wake.set_result(None)
-
-    def _current_load(self) -> EngineLoad:
-        return EngineLoad(
-            deployment=self.deployment.name,
-            replica_id=self.replica_id,
-            state=self.state,
-            waiting=self.waiting,
-            running=sum(len(p.ids) for p in self.batch),
-            context_restarts=self.context_restarts,
-            reason=self.reason,
-        )
-
-    def _report_load(self) -> None:
-        load = self._current_load()
-        if load != self._last_load and self.coordinator is not None:
-            try:
-                self.coordinator.tell(load, sender=self.context.self_ref)
-            except MailboxFull:
-                return  # reports are idempotent: the next one carries the same facts
-            self._last_load = load
-
-    def statistics(self) -> EngineStatistics:
-        """As ``EngineCoreActor`` answers; ``steps`` counts forwards (batches) run."""
-        load = self._current_load()  # the same fields, but steps
-        fields = {name: getattr(load, name) for name in load.__struct_fields__}
-        return EngineStatistics(**fields, steps=self.batches)
+    def _counts(self) -> tuple[int, int]:
+        return self.waiting, sum(len(p.ids) for p in self.batch)
 
 
 def _run_batch(runner: EmbeddingModel, batch: list[_Pending]) -> list[tuple[bytes, ...]]:

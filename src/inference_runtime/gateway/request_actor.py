@@ -22,7 +22,6 @@ from inference_runtime.errors import (
     BudgetExceeded,
     InferenceRuntimeError,
     MailboxFull,
-    ModelNotFound,
     NoHealthyReplica,
 )
 from inference_runtime.gateway.stream import ResponseStream
@@ -326,6 +325,3 @@ class RequestActor(Actor):
             self.job.stream.fail(ActorStopped(self.context.self_ref.path))
             self._abandon_attempt(abort=True)
             self._record("cancelled", error_code="client_disconnected")
-
-
-__all__ = ["MAX_ATTEMPTS", "ModelNotFound", "RequestActor", "RequestJob"]

@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from inference_runtime.engine.runner import RunnerInfo
+from inference_runtime.engine.runners import model_source
 from inference_runtime.engine.runners.model_source import builtin_path, configure_progress
 from inference_runtime.errors import (
     ContextPoisoned,
@@ -198,6 +199,10 @@ class EmbeddingRunner:
             self._torch.cuda.empty_cache()
 
     def _load(self) -> None:
+        with model_source.LOAD_LOCK:
+            self._load_weights()
+
+    def _load_weights(self) -> None:
         import torch
         import transformers
 

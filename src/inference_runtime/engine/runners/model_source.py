@@ -11,6 +11,7 @@ import copy
 import importlib.util
 import logging
 import shutil
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,12 @@ def resolve(model: str) -> ModelSource:
     if not path.is_dir():
         raise ValueError(f"model: {path} is neither a model folder nor a .gguf file")
     return ModelSource(folder=path)
+
+
+LOAD_LOCK = threading.Lock()
+"""Held while any runner loads weights: transformers changes torch's process-wide default
+dtype while it builds a model, so two loads at once (a bf16 chat model beside a float32
+embeddings model) can leave one of them with tensors of the other's dtype."""
 
 
 def configure_progress() -> None:

@@ -91,6 +91,10 @@ class TransformersRunner:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._unload)
         self._executor.shutdown(wait=False)
 
+    def _load(self) -> None:
+        with model_source.LOAD_LOCK:
+            self._load_weights()
+
     def _reset_and_load(self) -> None:
         self._unload()
         self._load()
@@ -101,7 +105,7 @@ class TransformersRunner:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def _load(self) -> None:
+    def _load_weights(self) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         model_source.configure_progress()
