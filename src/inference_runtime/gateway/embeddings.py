@@ -37,7 +37,8 @@ from inference_runtime.errors import (
     NoHealthyReplica,
     RequestError,
 )
-from inference_runtime.gateway.request_actor import MAX_ATTEMPTS, tell_reliably
+from inference_runtime.gateway.leases import acquire_lease, tell_reliably
+from inference_runtime.gateway.request_actor import MAX_ATTEMPTS
 from inference_runtime.metrics import RequestRecord, ReserveBudget
 from inference_runtime.types import Deployment
 
@@ -263,22 +264,8 @@ class _EmbeddingCall:
             tell_reliably(self.coordinator, Release(lease.deployment, lease.replica_id))
 
     async def _route(self, tried: set[str]) -> RouteLease:
-        """Ask for a replica; a lease handed out after we were cancelled is given back."""
         route = Route(self.deployment.name, self.session_key, frozenset(tried))
-        ask = asyncio.ensure_future(self.coordinator.ask(route))
-        try:
-            lease: RouteLease = await asyncio.shield(ask)
-        except asyncio.CancelledError:
-            coordinator = self.coordinator
-
-            def give_back(done: asyncio.Future[RouteLease]) -> None:
-                if not done.cancelled() and done.exception() is None:
-                    got = done.result()
-                    tell_reliably(coordinator, Release(got.deployment, got.replica_id))
-
-            ask.add_done_callback(give_back)
-            raise
-        return lease
+        return await acquire_lease(self.coordinator, route)
 
     async def _reserve(self) -> None:
         dep = self.deployment

@@ -21,9 +21,9 @@ from inference_runtime.errors import (
     Backpressure,
     BudgetExceeded,
     InferenceRuntimeError,
-    MailboxFull,
     NoHealthyReplica,
 )
+from inference_runtime.gateway.leases import acquire_lease, tell_reliably
 from inference_runtime.gateway.stream import ResponseStream
 from inference_runtime.metrics import RequestRecord, ReserveBudget
 from inference_runtime.types import Deployment, EngineRequest, TokenChunk, Usage
@@ -63,15 +63,6 @@ class _ChoiceEnded:
     index: int
     usage: Usage
     error: BaseException | None
-
-
-def tell_reliably(ref: ActorRef, message: object, *, delay: float = 0.01) -> None:
-    """Tell a message that must not be lost (a release, an abort): a full mailbox is retried
-    shortly instead of raising; a stopped actor gets it as a dead letter, as any tell."""
-    try:
-        ref.tell(message)
-    except MailboxFull:
-        asyncio.get_running_loop().call_later(delay, tell_reliably, ref, message)
 
 
 class _AttemptSink:
@@ -202,22 +193,8 @@ class RequestActor(Actor):
             raise
 
     async def _route(self) -> RouteLease:
-        """Ask for a replica; a lease handed out after we were cancelled is given back."""
         route = Route(self.deployment.name, self.job.session_key, frozenset(self.tried))
-        ask = asyncio.ensure_future(self.coordinator.ask(route))
-        try:
-            lease: RouteLease = await asyncio.shield(ask)
-        except asyncio.CancelledError:
-            coordinator = self.coordinator
-
-            def give_back(done: asyncio.Future[RouteLease]) -> None:
-                if not done.cancelled() and done.exception() is None:
-                    got = done.result()
-                    coordinator.tell(Release(got.deployment, got.replica_id))
-
-            ask.add_done_callback(give_back)
-            raise
-        return lease
+        return await acquire_lease(self.coordinator, route)
 
     async def _reserve_budget(self) -> None:
         dep = self.deployment
