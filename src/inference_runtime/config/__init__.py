@@ -1,7 +1,7 @@
 """Typed configuration, and the one place that reads files and the environment."""
 
 from inference_runtime.config.defaults import default_config
-from inference_runtime.config.environment import Environment, read_environment
+from inference_runtime.config.environment import Environment, read_environment, read_secret
 from inference_runtime.config.settings import GatewayConfig, RuntimeConfig, load_config
 
 __all__ = [
@@ -11,4 +11,5 @@ __all__ = [
     "default_config",
     "load_config",
     "read_environment",
+    "read_secret",
 ]

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 
 import msgspec
 
+from inference_runtime.types import Secret
+
 
 class Environment(msgspec.Struct, frozen=True, kw_only=True):
     config: str | None = None
@@ -20,6 +22,27 @@ class Environment(msgspec.Struct, frozen=True, kw_only=True):
     cache_dir: str = ""
     """INFERENCE_RUNTIME_CACHE_DIR, else $XDG_CACHE_HOME/inference-runtime, else
     ~/.cache/inference-runtime: where converted models are kept."""
+
+
+def read_secret(*, env: str | None = None, file: str | None = None) -> Secret:
+    """An API key from the environment variable ``env`` or the file ``file`` (read each time:
+    a rotated key is picked up by the next call). Errors name where it was looked for, never
+    the value."""
+    if env:
+        value = os.environ.get(env)
+        if not value:
+            raise ValueError(f"api_key_env: the environment variable {env} is not set")
+        return Secret(value.strip())
+    if file:
+        try:
+            with open(os.path.expanduser(file)) as handle:
+                value = handle.read().strip()
+        except OSError as error:
+            raise ValueError(f"api_key_file: cannot read {file}: {error.strerror}") from None
+        if not value:
+            raise ValueError(f"api_key_file: {file} is empty")
+        return Secret(value)
+    return Secret("")
 
 
 def read_environment(environ: Mapping[str, str] | None = None) -> Environment:

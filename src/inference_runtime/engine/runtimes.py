@@ -9,22 +9,26 @@ from typing import Any
 from inference_runtime.engine.runner import ModelRunner
 from inference_runtime.types import Deployment
 
-LOCAL_RUNNERS: dict[str, str] = {
+RUNNERS: dict[str, str] = {
     "fake": "inference_runtime.testing.fake_runner:FakeRunner",
     "transformers": "inference_runtime.engine.runners.transformers:TransformersRunner",
     "embeddings": "inference_runtime.engine.runners.embeddings:EmbeddingRunner",
+    # a remote replica's "runner" is its session: the pooled client and the key
+    "openai": "inference_runtime.remote.session:RemoteSession",
 }
-"""runtime name -> "module:Class" of its runner (constructor: deployment, device=...)."""
+"""runtime name -> "module:Class" of its runner (constructor: deployment, device=...); a
+remote runtime's runner is its session."""
 
 ENGINE_ACTORS: dict[str, str] = {
     "embeddings": "inference_runtime.engine.embedding_core:EmbeddingEngineActor",
+    "openai": "inference_runtime.remote.core:RemoteEngineCoreActor",
 }
 """runtime name -> "module:Class" of its engine actor, when not the generating EngineCoreActor.
 Constructor: (deployment, replica_id, *, coordinator, runner_factory)."""
 
 
 def available_runtimes() -> tuple[str, ...]:
-    return tuple(LOCAL_RUNNERS)
+    return tuple(RUNNERS)
 
 
 def _load(target: str) -> Any:
@@ -33,11 +37,11 @@ def _load(target: str) -> Any:
 
 
 def create_runner(deployment: Deployment, *, device: str = "cpu") -> ModelRunner:
-    target = LOCAL_RUNNERS.get(deployment.runtime)
+    target = RUNNERS.get(deployment.runtime)
     if target is None:
         raise ValueError(
             f"runtime: {deployment.runtime!r} is not available in this version "
-            f"(available: {', '.join(LOCAL_RUNNERS)})"
+            f"(available: {', '.join(RUNNERS)})"
         )
     runner: ModelRunner = _load(target)(deployment, device=device)
     return runner

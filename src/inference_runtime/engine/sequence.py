@@ -34,6 +34,7 @@ class Sequence:
         "prompt_ids",
         "prompt_text",
         "request",
+        "scheduled_view",
         "seq_id",
         "sink",
         "status",
@@ -66,16 +67,21 @@ class Sequence:
         self.status = SequenceStatus.WAITING
         self.finish_reason: str | None = None
         self.first_token_at: float | None = None
-
-    def scheduled(self) -> ScheduledSequence:
-        return ScheduledSequence(
+        self.scheduled_view = ScheduledSequence(
             seq_id=self.seq_id,
             prompt_ids=self.prompt_ids,
             output_ids=self.output_ids,
-            sampling=self.request.sampling,
-            prefill=self.status is SequenceStatus.WAITING,
-            prompt_text=self.prompt_text,
+            sampling=request.sampling,
+            prefill=True,
+            prompt_text=prompt_text,
         )
+
+    def scheduled(self) -> ScheduledSequence:
+        """What the runner sees of this sequence: one object for its whole life (it shares the
+        output list), only the prefill flag changes."""
+        view = self.scheduled_view
+        view.prefill = self.status is SequenceStatus.WAITING
+        return view
 
     def append(self, out: TokenOutput) -> TokenChunk:
         """Add one token; return its chunk (its text is empty while held back, but the token

@@ -125,7 +125,7 @@ class RequestActor(Actor):
 
     def on_chunk(self, chunk: TokenChunk) -> None:
         now = self.now()
-        self.completion_tokens += len(chunk.token_ids)
+        self.completion_tokens += chunk.num_tokens
         if self.first_token_at is None:
             self.first_token_at = now
         if chunk.index == 0:
@@ -226,10 +226,7 @@ class RequestActor(Actor):
         if event.error is None:
             self.ended[(event.group, event.index)] = event.usage
             if len(self.ended) == self.job.choices:
-                usage = Usage(
-                    prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens
-                )
-                self.job.stream.finish(usage)
+                self.job.stream.finish(self._final_usage())
                 self._finish("success")
             return
         error = event.error
@@ -246,6 +243,17 @@ class RequestActor(Actor):
             self.context.self_ref.tell(_Start())
             return
         self._fail(error)
+
+    def _final_usage(self) -> Usage:
+        """What the engines reported is authoritative (a provider's own usage); counting the
+        chunks stands in only for requests that never finish (cancelled). A prompt counts
+        once per group, however many choices it has."""
+        per_group: dict[int, int] = {}
+        for (group, _), usage in self.ended.items():
+            per_group[group] = max(per_group.get(group, 0), usage.prompt_tokens)
+        self.prompt_tokens = max(self.prompt_tokens, sum(per_group.values()))
+        self.completion_tokens = sum(u.completion_tokens for u in self.ended.values())
+        return Usage(prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens)
 
     def _fail(self, error: BaseException) -> None:
         self.job.stream.fail(error)

@@ -72,7 +72,7 @@ class StreamEncoder:
     def frames(self, chunks: list[TokenChunk]) -> bytes:
         out = []
         for chunk in chunks:
-            if not chunk.text and chunk.finish_reason is None and chunk.logprobs is None:
+            if not (chunk.text or chunk.finish_reason or chunk.logprobs or chunk.extra):
                 continue  # a token held back (possible stop string) or with no text
             out.append(self._frame(chunk))
         return b"".join(out)
@@ -87,6 +87,8 @@ class StreamEncoder:
                 delta["content"] = chunk.text
             elif chunk.text:
                 delta["content"] = chunk.text
+            if chunk.extra:
+                delta.update(chunk.extra)  # a provider's tool_calls, refusal, ...
             choice: dict[str, Any] = {
                 "index": chunk.index,
                 "delta": delta,
@@ -116,6 +118,32 @@ def error_frame(payload: bytes) -> bytes:
     return b"data: " + payload + b"\n\n"
 
 
+def _merged_extra(parts: list[TokenChunk]) -> dict[str, Any]:
+    """A provider's streamed deltas folded into one message: ``tool_calls`` pieces join by
+    index (arguments concatenated, as OpenAI streams them), other fields keep the last value."""
+    merged: dict[str, Any] = {}
+    calls: dict[int, dict[str, Any]] = {}
+    for chunk in parts:
+        for key, value in (chunk.extra or {}).items():
+            if key != "tool_calls":
+                merged[key] = value
+                continue
+            for piece in value or ():
+                call = calls.setdefault(int(piece.get("index", 0)), {"function": {}})
+                for field in ("id", "type"):
+                    if piece.get(field):
+                        call[field] = piece[field]
+                function = piece.get("function") or {}
+                if function.get("name"):
+                    call["function"]["name"] = function["name"]
+                arguments = function.get("arguments") or ""
+                call["function"]["arguments"] = call["function"].get("arguments", "") + arguments
+    if calls:
+        merged["tool_calls"] = [calls[i] for i in sorted(calls)]
+    merged.pop("role", None)
+    return merged
+
+
 def completion_body(
     *,
     response_id: str,
@@ -135,10 +163,14 @@ def completion_body(
         finish = next((c.finish_reason for c in reversed(parts) if c.finish_reason), None)
         logprobs = _logprobs(parts, chat=chat)
         if chat:
+            message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+            message.update(_merged_extra(parts))
+            if message.get("tool_calls") and not text:
+                message["content"] = None
             out.append(
                 {
                     "index": index,
-                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "message": message,
                     "logprobs": logprobs,
                     "finish_reason": finish,
                 }

@@ -92,9 +92,35 @@ class CompletionRequest(_Common, kw_only=True):
     logprobs: int | None = None
 
 
+class RemoteChatCompletionRequest(ChatCompletionRequest, forbid_unknown_fields=False):
+    """For a remote deployment: fields we do not know are the provider's (passed through)."""
+
+
+class RemoteCompletionRequest(CompletionRequest, forbid_unknown_fields=False):
+    """For a remote deployment: fields we do not know are the provider's (passed through)."""
+
+
+class _Model(msgspec.Struct):
+    model: str
+
+
 _decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {
-    cls: msgspec.json.Decoder(cls) for cls in (ChatCompletionRequest, CompletionRequest)
+    cls: msgspec.json.Decoder(cls)
+    for cls in (
+        ChatCompletionRequest,
+        CompletionRequest,
+        RemoteChatCompletionRequest,
+        RemoteCompletionRequest,
+        _Model,
+    )
 }
+
+
+def peek_model(body: bytes) -> str:
+    """The ``model`` of a body, to choose the deployment (and so the schema) first."""
+    return decode(body, _Model).model
+
+
 _PATH = re.compile(r"at `\$\.?([^`\[]*)")
 _UNKNOWN = re.compile(r"unknown field `([^`]+)`")
 _MISSING = re.compile(r"missing required field `([^`]+)`")
@@ -129,8 +155,10 @@ def _range(name: str, value: float | None, low: float, high: float) -> None:
         raise RequestError(f"{name} must be between {low:g} and {high:g}, got {value}", param=name)
 
 
-def validate_common(req: _Common) -> None:
-    for name in _NOT_HONOURED:
+def validate_common(req: _Common, *, remote: bool = False) -> None:
+    """Ranges and consistency; for a local deployment also the fields it cannot honour
+    (a remote one forwards them to its provider)."""
+    for name in () if remote else _NOT_HONOURED:
         if getattr(req, name) is not UNSET:
             raise UnsupportedParameter(name, "not supported by this deployment's runtime")
     if not req.model:
@@ -154,8 +182,8 @@ def validate_common(req: _Common) -> None:
         raise RequestError(f"stop takes at most {MAX_STOP} sequences", param="stop")
 
 
-def validate_chat(req: ChatCompletionRequest) -> None:
-    validate_common(req)
+def validate_chat(req: ChatCompletionRequest, *, remote: bool = False) -> None:
+    validate_common(req, remote=remote)
     if not req.messages:
         raise RequestError("messages must not be empty", param="messages")
     for i, message in enumerate(req.messages):

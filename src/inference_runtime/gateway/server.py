@@ -161,9 +161,13 @@ class GatewayServer:
     # -- completions ---------------------------------------------------------------------
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
-        req = schema.decode(await self._body(request), schema.ChatCompletionRequest)
-        schema.validate_chat(req)
-        deployment = self._resolve(req.model)
+        body = await self._body(request)
+        deployment = self._resolve(schema.peek_model(body))
+        remote = deployment.remote
+        kind = schema.RemoteChatCompletionRequest if remote else schema.ChatCompletionRequest
+        req = schema.decode(body, kind)
+        schema.validate_chat(req, remote=remote)
+        passthrough = msgspec.json.decode(body) if remote else None
         rid = "chatcmpl-" + uuid.uuid4().hex
         sampling = schema.sampling_of(req)
         messages = tuple(req.messages)
@@ -176,16 +180,21 @@ class GatewayServer:
                 sampling=sampling,
                 choice_index=i,
                 session_id=session,
+                passthrough=passthrough,
             )
             for i in range(req.n)
         )
         return await self._serve(request, req, rid, deployment, [group], session, chat=True)
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
-        req = schema.decode(await self._body(request), schema.CompletionRequest)
-        schema.validate_common(req)
+        body = await self._body(request)
+        deployment = self._resolve(schema.peek_model(body))
+        remote = deployment.remote
+        kind = schema.RemoteCompletionRequest if remote else schema.CompletionRequest
+        req = schema.decode(body, kind)
+        schema.validate_common(req, remote=remote)
         prompts = schema.prompts_of(req)
-        deployment = self._resolve(req.model)
+        passthrough = msgspec.json.decode(body) if remote else None
         rid = "cmpl-" + uuid.uuid4().hex
         sampling = schema.sampling_of(req)
         session = request.headers.get("X-Session-Id") or req.user
@@ -198,6 +207,7 @@ class GatewayServer:
                     sampling=sampling,
                     choice_index=p * req.n + i,
                     session_id=session,
+                    passthrough=passthrough,
                 )
                 for i in range(req.n)
             )
@@ -216,7 +226,7 @@ class GatewayServer:
         *,
         chat: bool,
     ) -> web.StreamResponse:
-        stream = ResponseStream()
+        stream = ResponseStream(wake_each_chunk=req.stream)
         job = RequestJob(rid, deployment, groups, stream, self.catalog.get, session)
         coordinator, metrics = self.coordinator, self.metrics
         actor = self.spawn(

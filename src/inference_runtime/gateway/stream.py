@@ -12,9 +12,21 @@ from inference_runtime.types import TokenChunk, Usage
 
 
 class ResponseStream:
-    __slots__ = ("_loop", "_queue", "_waiter", "emitted", "ended", "error", "replica_id", "usage")
+    __slots__ = (
+        "_loop",
+        "_queue",
+        "_waiter",
+        "emitted",
+        "ended",
+        "error",
+        "replica_id",
+        "usage",
+        "wake_each_chunk",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, *, wake_each_chunk: bool = True) -> None:
+        self.wake_each_chunk = wake_each_chunk
+        """False for a response sent whole: the reader wakes once, at the end, not per token."""
         self._loop = asyncio.get_running_loop()
         self._queue: list[TokenChunk] = []
         self._waiter: asyncio.Future[None] | None = None
@@ -31,7 +43,8 @@ class ResponseStream:
             return
         self._queue.append(chunk)
         self.emitted += 1
-        self._wake()
+        if self.wake_each_chunk:
+            self._wake()
 
     def finish(self, usage: Usage) -> None:
         if not self.ended:
@@ -49,9 +62,10 @@ class ResponseStream:
             waiter.set_result(None)
 
     async def next_batch(self) -> list[TokenChunk]:
-        """Everything queued now, waiting for at least one chunk or the end. An empty list
-        means the stream has ended (see ``usage`` / ``error``)."""
-        while not self._queue and not self.ended:
+        """Everything queued now, waiting for at least one chunk or the end (only the end,
+        without ``wake_each_chunk``). An empty list means the stream has ended (see ``usage``
+        / ``error``)."""
+        while not (self._queue and self.wake_each_chunk) and not self.ended:
             self._waiter = self._loop.create_future()
             try:
                 await self._waiter

@@ -100,7 +100,12 @@ def _stable(*parts: object) -> int:
 
 
 def word_id(word: str) -> int:
-    return 1 + _stable(word) % 50_000
+    known = _WORD_IDS.get(word)
+    return known if known is not None else 1 + _stable(word) % 50_000
+
+
+_WORD_IDS: dict[str, int] = {}
+_WORD_IDS.update({w: word_id(w) for w in WORDS})
 
 
 class FakeRunner:

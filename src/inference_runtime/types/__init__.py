@@ -10,6 +10,7 @@ from inference_runtime.types.deployment import (
 )
 from inference_runtime.types.replica import EngineLoad, ReplicaState
 from inference_runtime.types.requests import ChatMessage, EngineRequest, SamplingParams
+from inference_runtime.types.secret import Secret
 
 __all__ = [
     "RUNTIMES",
@@ -21,6 +22,7 @@ __all__ = [
     "Pricing",
     "ReplicaState",
     "SamplingParams",
+    "Secret",
     "ServingConfig",
     "TokenChunk",
     "Usage",

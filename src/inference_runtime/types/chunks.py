@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 
-class TokenChunk(msgspec.Struct, frozen=True, gc=False):
+class TokenChunk(msgspec.Struct, frozen=True):
     """New text of one choice of one request, produced by one engine step."""
 
     request_id: str
@@ -17,6 +19,16 @@ class TokenChunk(msgspec.Struct, frozen=True, gc=False):
     """``None`` while generating; ``"stop"`` or ``"length"`` on the last chunk of a choice."""
     logprobs: tuple[tuple[str, float, tuple[tuple[str, float], ...]], ...] | None = None
     """Per token: (token text, logprob, top alternatives as (text, logprob)); when asked for."""
+    extra: dict[str, Any] | None = None
+    """Delta fields besides the text that a remote provider sent (``tool_calls``, ``refusal``,
+    ...), passed on to the client as they came."""
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens this chunk stands for: its ids, or (a remote delta, which has none) one."""
+        if self.token_ids:
+            return len(self.token_ids)
+        return 1 if (self.text or self.extra) else 0
 
 
 class Usage(msgspec.Struct, frozen=True, gc=False):

@@ -9,6 +9,8 @@ import msgspec
 
 RUNTIMES = ("fake", "transformers", "embeddings", "vllm", "openai", "anthropic")
 """Runtime kinds a deployment may name."""
+REMOTE_RUNTIMES = ("openai", "anthropic")
+"""Runtimes whose model runs at a provider: requests are forwarded, fields passed through."""
 
 ROUTING_POLICIES = ("least_loaded", "power_of_two", "round_robin", "session_affinity")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
@@ -130,6 +132,10 @@ class Deployment(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
             raise _rule(
                 "serving.on_capacity_exhausted", "'fallback' needs a non-empty fallbacks list"
             )
+
+    @property
+    def remote(self) -> bool:
+        return self.runtime in REMOTE_RUNTIMES
 
     @property
     def model_id(self) -> str:

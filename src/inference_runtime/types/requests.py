@@ -51,6 +51,9 @@ class EngineRequest(msgspec.Struct, frozen=True, kw_only=True):
     sampling: SamplingParams = SamplingParams()
     choice_index: int = 0
     session_id: str | None = None
+    passthrough: dict[str, Any] | None = None
+    """The client's whole request body, for remote engines that forward it (tools,
+    response_format, vendor fields: untouched). Local engines never read it."""
 
     @property
     def sequence_id(self) -> str:
