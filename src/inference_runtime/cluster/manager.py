@@ -25,7 +25,7 @@ from inference_runtime.actors import (
 )
 from inference_runtime.cluster.messages import DeregisterReplica, RegisterReplica, SetReplicaState
 from inference_runtime.engine import ModelRunner, create_runner
-from inference_runtime.engine.runtimes import LOCAL_RUNNERS, engine_actor_class
+from inference_runtime.engine.runtimes import RUNNERS, engine_actor_class
 from inference_runtime.errors import InferenceRuntimeError, NotFound, RequestError
 from inference_runtime.metrics import ConfigureDeployment, RemoveDeployment
 from inference_runtime.types import Deployment, ReplicaState
@@ -118,10 +118,10 @@ class DeploymentManagerActor(Actor):
         return None
 
     def _apply(self, deployment: Deployment) -> tuple[str, ...]:
-        if deployment.runtime not in LOCAL_RUNNERS:
+        if deployment.runtime not in RUNNERS:
             raise RequestError(
                 f"runtime: {deployment.runtime!r} is not available in this version "
-                f"(available: {', '.join(LOCAL_RUNNERS)})",
+                f"(available: {', '.join(RUNNERS)})",
                 param="runtime",
             )
         if deployment.gpus:

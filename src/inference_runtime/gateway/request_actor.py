@@ -110,6 +110,7 @@ class RequestActor(Actor):
         self.last_token_at: float | None = None
         self.itl: list[float] = []
         self.done = False
+        self.last_error: BaseException | None = None
         self.now = asyncio.get_running_loop().time
 
     def pre_start(self) -> None:
@@ -164,7 +165,8 @@ class RequestActor(Actor):
             except NoHealthyReplica as error:
                 if self._next_fallback():
                     continue
-                self._fail(error)
+                # after replicas were tried, what went wrong there says more than "none left"
+                self._fail(self.last_error if self.tried and self.last_error else error)
             except InferenceRuntimeError as error:
                 if error.retryable and self.attempt < MAX_ATTEMPTS:
                     continue  # the replica went away between route and admit
@@ -189,6 +191,7 @@ class RequestActor(Actor):
         except InferenceRuntimeError as error:
             if not isinstance(error, Backpressure):  # a full replica is not a broken one
                 self.tried.add(lease.replica_id)
+                self.last_error = error
             self._abandon_attempt()
             raise
 
@@ -239,6 +242,7 @@ class RequestActor(Actor):
         ):
             assert self.lease is not None
             self.tried.add(self.lease.replica_id)
+            self.last_error = error
             self._abandon_attempt()
             self.context.self_ref.tell(_Start())
             return

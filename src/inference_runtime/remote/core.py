@@ -1,0 +1,250 @@
+"""``RemoteEngineCoreActor``: one remote replica: a bounded queue and a pool of worker slots over
+one pooled HTTP client, with retries, a circuit breaker and rate limits.
+
+Same shell as the local engines (``ReplicaActor``): its "runner" is a ``RemoteSession`` (the
+client and the key) under the same two-tier supervision, and the gateway talks to it with the
+same ``AddRequest`` / ``AbortRequest``. Each admitted request gets a slot task that calls the
+upstream, streams its SSE into the request's sink, and decides, on a failure, by the one
+classification table (``retry.py``): retry with backoff (only before the first token, and only
+for idempotent deployments), re-read the key once on a 401, or fail with the mapped error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from inference_runtime.engine.core import AbortRequest, AddRequest, Admitted
+from inference_runtime.engine.replica import ReplicaActor
+from inference_runtime.engine.sink import SequenceSink
+from inference_runtime.errors import (
+    AuthenticationFailed,
+    Backpressure,
+    InferenceRuntimeError,
+    ReplicaFailed,
+    UpstreamError,
+)
+from inference_runtime.remote.circuit import CircuitBreakers
+from inference_runtime.remote.config import RemoteConfig
+from inference_runtime.remote.openai_api import OpenAIStream
+from inference_runtime.remote.ratelimit import RateLimiters
+from inference_runtime.remote.retry import Action, backoff_delay, may_retry
+from inference_runtime.remote.upstream import UpstreamFailure, call_upstream
+from inference_runtime.types import EngineRequest, ReplicaState, Usage
+
+log = logging.getLogger("inference_runtime.remote")
+
+BREAKERS = CircuitBreakers()
+"""Process-wide: one breaker per (provider, endpoint), whatever deployment calls it."""
+LIMITERS = RateLimiters()
+"""Process-wide: one limiter per (provider, key, model): deployments sharing a key share it."""
+
+
+@dataclass(eq=False)
+class _Job:
+    group: tuple[EngineRequest, ...]
+    sink: SequenceSink
+    estimate: int
+    """Prompt tokens guessed at admission (4 characters a token), until the provider counts."""
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def request_id(self) -> str:
+        return self.group[0].request_id
+
+
+class RemoteEngineCoreActor(ReplicaActor):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.config = RemoteConfig.of(self.deployment)
+        self.queue: deque[_Job] = deque()
+        self.active: dict[str, _Job] = {}
+        self.rng = random.Random()
+        endpoint = self.config.base_url
+        self.breaker = BREAKERS.get(
+            self.deployment.runtime, endpoint, self.config.circuit_breaker, on_change=_log_change
+        )
+
+    # -- control messages --------------------------------------------------------------
+
+    def receive(self, message: Any) -> Any:
+        match message:
+            case AddRequest(requests=group, sink=sink):
+                return self._admit(group, sink)
+            case AbortRequest(request_id=request_id):
+                self._abort(request_id)
+            case _:
+                return self.replica_message(message)
+        return None
+
+    def _admit(self, group: tuple[EngineRequest, ...], sink: SequenceSink) -> Admitted:
+        if self.state in (ReplicaState.FAILED, ReplicaState.DRAINING):
+            raise ReplicaFailed(f"replica {self.replica_id} is {self.state.value}")
+        capacity = self.config.max_concurrent + self.deployment.serving.queue_capacity
+        if len(self.queue) + len(self.active) >= capacity:
+            raise Backpressure(
+                f"replica {self.replica_id} is at capacity ({len(self.active)} calls upstream, "
+                f"{len(self.queue)} waiting)",
+                retry_after=self.deployment.serving.retry_after_s,
+            )
+        job = _Job(group, sink, _estimate_prompt(group[0]))
+        self.queue.append(job)
+        self._poke()
+        self._report_load()
+        return Admitted(self.replica_id, job.estimate)
+
+    def _abort(self, request_id: str) -> None:
+        job = self.active.get(request_id)
+        if job is not None and job.task is not None:
+            job.task.cancel()  # closes the upstream response: the provider stops generating
+            return
+        for queued in self.queue:
+            if queued.request_id == request_id:
+                self.queue.remove(queued)
+                self._report_load()
+                return
+
+    # -- the slots: take from the queue while a slot is free ---------------------------
+
+    async def _work_loop(self) -> None:
+        while True:
+            if (
+                self.runner is None
+                or not self.queue
+                or len(self.active) >= self.config.max_concurrent
+            ):
+                await self._idle()
+                continue
+            job = self.queue.popleft()
+            job.task = asyncio.get_running_loop().create_task(self._serve(job))
+            self.active[job.request_id] = job
+            job.task.add_done_callback(functools.partial(self._slot_free, job))
+            self._report_load()
+
+    def _slot_free(self, job: _Job, _task: object = None) -> None:
+        self.active.pop(job.request_id, None)
+        self._poke()
+        self._report_load()
+
+    async def _serve(self, job: _Job) -> None:
+        """One request, until it is answered or has failed for good."""
+        attempt, refreshed = 0, False
+        policy = self.config.retry
+        while True:
+            stream = OpenAIStream(job.group)
+            try:
+                await self._attempt(job, stream)
+                self._finished(job, stream)
+                return
+            except asyncio.CancelledError:
+                raise
+            except UpstreamFailure as failure:
+                verdict = failure.classification
+            except InferenceRuntimeError as error:  # breaker open, rate limited: no call made
+                self._failed(job, stream, error)
+                return
+            retry = may_retry(
+                verdict,
+                attempt=attempt,
+                policy=policy,
+                idempotent=self.deployment.idempotent,
+                first_token_sent=stream.chunks_out > 0,
+                session_rebuilt=refreshed,
+            )
+            if not retry:
+                self._failed(job, stream, _as_ours(verdict.error))
+                return
+            if verdict.action is Action.REBUILD_SESSION:
+                refreshed = True
+                self.runner.refresh_key()  # a rotated key: read it again, retry at once
+                continue
+            await asyncio.sleep(
+                backoff_delay(policy, attempt, retry_after=verdict.retry_after, rng=self.rng)
+            )
+            attempt += 1
+
+    async def _attempt(self, job: _Job, stream: OpenAIStream) -> None:
+        self.breaker.before_request()
+        permit = None
+        if self.config.rate_limits is not None:
+            limiter = LIMITERS.get(
+                self.deployment.runtime,
+                self.runner.key,
+                self.config.model,
+                self.config.rate_limits,
+            )
+            max_tokens = job.group[0].sampling.max_tokens or 256
+            deadline = asyncio.get_running_loop().time() + self.deployment.serving.queue_timeout_s
+            permit = await limiter.acquire(
+                job.estimate + max_tokens * len(job.group), deadline=deadline
+            )
+        try:
+            await call_upstream(self.runner, self.config, job.group, stream, job.sink)
+        except UpstreamFailure as failure:
+            if failure.classification.counts_for_breaker:
+                self.breaker.record_failure()
+            else:
+                self.breaker.record_success()  # the upstream answered: it is up
+            raise
+        finally:
+            if permit is not None:
+                used = (
+                    stream.usage.total_tokens if stream.usage else job.estimate + stream.chunks_out
+                )
+                permit.settle(used)
+        self.breaker.record_success()
+
+    def _finished(self, job: _Job, stream: OpenAIStream) -> None:
+        counted = stream.usage or Usage(
+            prompt_tokens=job.estimate, completion_tokens=stream.chunks_out
+        )
+        for position, request in enumerate(job.group):
+            # the provider's usage covers the whole request: the first choice carries it
+            usage = counted if position == 0 else Usage()
+            job.sink.on_finish(request.choice_index, usage)
+
+    def _failed(self, job: _Job, stream: OpenAIStream, error: BaseException) -> None:
+        produced = Usage(
+            prompt_tokens=job.estimate if stream.chunks_out else 0,
+            completion_tokens=stream.chunks_out,
+        )
+        for position, request in enumerate(job.group):
+            job.sink.on_error(request.choice_index, error, produced if position == 0 else Usage())
+
+    # -- ReplicaActor hooks ------------------------------------------------------------
+
+    def _fail_all(self, error: ReplicaFailed) -> None:
+        for job in [*self.queue]:
+            for request in job.group:
+                job.sink.on_error(request.choice_index, error, Usage())
+        self.queue.clear()
+        for job in self.active.values():
+            for request in job.group:
+                job.sink.on_error(request.choice_index, error, Usage())
+            if job.task is not None:
+                job.task.cancel()
+
+    def _counts(self) -> tuple[int, int]:
+        return len(self.queue), len(self.active)
+
+
+def _as_ours(error: InferenceRuntimeError) -> InferenceRuntimeError:
+    """An upstream's 401 is about this deployment's key, not the client's: a 502, not a 401."""
+    if isinstance(error, AuthenticationFailed):
+        return UpstreamError(f"the upstream refused this deployment's API key: {error}")
+    return error
+
+
+def _estimate_prompt(request: EngineRequest) -> int:
+    chars = len(request.prompt or "") + sum(len(m.text()) for m in request.messages or ())
+    return max(1, chars // 4)
+
+
+def _log_change(name: str, old: str, new: str) -> None:
+    level = logging.WARNING if new == "open" else logging.INFO
+    log.log(level, "circuit %s: %s -> %s", name, old, new)

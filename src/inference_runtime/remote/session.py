@@ -1,0 +1,74 @@
+"""``RemoteSession``: the pooled HTTP client and the credential of one remote replica.
+
+It stands where a local replica has its model runner, under the same two-tier supervision:
+``load`` opens the connection pool and reads the key, ``rebuild`` does both again, ``close``
+closes the pool. A key that stops working (401) or is rotated by an operator is re-read with
+``refresh_key`` without dropping the requests in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import aiohttp
+
+from inference_runtime.config import read_secret
+from inference_runtime.engine.runner import RunnerInfo
+from inference_runtime.remote.config import RemoteConfig
+from inference_runtime.types import Deployment, Secret
+
+log = logging.getLogger("inference_runtime.remote")
+
+
+class RemoteSession:
+    def __init__(self, deployment: Deployment, *, device: str = "cpu") -> None:
+        self.deployment = deployment
+        self.config = RemoteConfig.of(deployment)
+        self.http: aiohttp.ClientSession | None = None
+        self.key = Secret("")
+        self.key_reads = 0
+        self.provider = deployment.runtime
+        self._info = RunnerInfo(
+            runtime=deployment.runtime,
+            transport="remote",
+            max_context=0,  # the provider decides
+            capabilities=frozenset(),
+        )
+
+    @property
+    def info(self) -> RunnerInfo:
+        return self._info
+
+    async def load(self) -> None:
+        self.refresh_key()
+        timeouts = self.config.timeouts
+        connector = aiohttp.TCPConnector(
+            limit=self.config.max_concurrent, limit_per_host=self.config.max_concurrent
+        )
+        self.http = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect_s),
+            auto_decompress=True,
+        )
+
+    async def rebuild(self) -> None:
+        await self.close()
+        await self.load()
+
+    async def close(self) -> None:
+        if self.http is not None:
+            await self.http.close()
+            self.http = None
+
+    def refresh_key(self) -> bool:
+        """Read the key again; True when it changed."""
+        key = read_secret(env=self.config.api_key_env, file=self.config.api_key_file)
+        changed = key != self.key
+        self.key = key
+        self.key_reads += 1
+        if changed and self.key_reads > 1:
+            log.info("%s: API key changed (now %r)", self.deployment.name, key)
+        return changed
+
+    def __repr__(self) -> str:
+        return f"RemoteSession({self.deployment.name!r}, {self.config.base_url}, key={self.key!r})"
