@@ -31,7 +31,7 @@ from inference_runtime.errors import (
 )
 from inference_runtime.remote.circuit import CircuitBreakers
 from inference_runtime.remote.config import RemoteConfig
-from inference_runtime.remote.openai_api import OpenAIStream
+from inference_runtime.remote.providers import ProviderStream, provider_for
 from inference_runtime.remote.ratelimit import RateLimiters
 from inference_runtime.remote.retry import Action, backoff_delay, may_retry
 from inference_runtime.remote.upstream import UpstreamFailure, call_upstream
@@ -62,6 +62,7 @@ class RemoteEngineCoreActor(ReplicaActor):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.config = RemoteConfig.of(self.deployment)
+        self.provider = provider_for(self.deployment.runtime)
         self.queue: deque[_Job] = deque()
         self.active: dict[str, _Job] = {}
         self.rng = random.Random()
@@ -136,7 +137,7 @@ class RemoteEngineCoreActor(ReplicaActor):
         attempt, refreshed = 0, False
         policy = self.config.retry
         while True:
-            stream = OpenAIStream(job.group)
+            stream = self.provider.new_stream(job.group)
             try:
                 await self._attempt(job, stream)
                 self._finished(job, stream)
@@ -168,7 +169,7 @@ class RemoteEngineCoreActor(ReplicaActor):
             )
             attempt += 1
 
-    async def _attempt(self, job: _Job, stream: OpenAIStream) -> None:
+    async def _attempt(self, job: _Job, stream: ProviderStream) -> None:
         self.breaker.before_request()
         permit = None
         if self.config.rate_limits is not None:
@@ -184,7 +185,9 @@ class RemoteEngineCoreActor(ReplicaActor):
                 job.estimate + max_tokens * len(job.group), deadline=deadline
             )
         try:
-            await call_upstream(self.runner, self.config, job.group, stream, job.sink)
+            await call_upstream(
+                self.runner, self.provider, self.config, job.group, stream, job.sink
+            )
         except UpstreamFailure as failure:
             if failure.classification.counts_for_breaker:
                 self.breaker.record_failure()
@@ -199,7 +202,7 @@ class RemoteEngineCoreActor(ReplicaActor):
                 permit.settle(used)
         self.breaker.record_success()
 
-    def _finished(self, job: _Job, stream: OpenAIStream) -> None:
+    def _finished(self, job: _Job, stream: ProviderStream) -> None:
         counted = stream.usage or Usage(
             prompt_tokens=job.estimate, completion_tokens=stream.chunks_out
         )
@@ -208,7 +211,7 @@ class RemoteEngineCoreActor(ReplicaActor):
             usage = counted if position == 0 else Usage()
             job.sink.on_finish(request.choice_index, usage)
 
-    def _failed(self, job: _Job, stream: OpenAIStream, error: BaseException) -> None:
+    def _failed(self, job: _Job, stream: ProviderStream, error: BaseException) -> None:
         produced = Usage(
             prompt_tokens=job.estimate if stream.chunks_out else 0,
             completion_tokens=stream.chunks_out,

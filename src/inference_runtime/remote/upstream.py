@@ -15,7 +15,7 @@ import aiohttp
 from inference_runtime.engine.sink import SequenceSink
 from inference_runtime.errors import UpstreamError
 from inference_runtime.remote.config import RemoteConfig
-from inference_runtime.remote.openai_api import OpenAIStream, build_request
+from inference_runtime.remote.providers import Provider, ProviderStream
 from inference_runtime.remote.retry import (
     Action,
     Classification,
@@ -37,14 +37,15 @@ class UpstreamFailure(Exception):
 
 async def call_upstream(
     session: RemoteSession,
+    provider: Provider,
     config: RemoteConfig,
     group: tuple[EngineRequest, ...],
-    stream: OpenAIStream,
+    stream: ProviderStream,
     sink: SequenceSink,
 ) -> None:
     if session.http is None:
         raise UpstreamFailure(classify_exception(ConnectionError("the session is closed")))
-    url, headers, body = build_request(group, config=config, key=session.key)
+    url, headers, body = provider.build_request(group, config=config, key=session.key)
     timeouts = config.timeouts
     loop = asyncio.get_running_loop()
     try:
