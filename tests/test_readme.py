@@ -55,3 +55,17 @@ def test_readme_config_example_is_valid() -> None:
     block = readme.split("## Serving from a config", 1)[1].split("```yaml", 1)[1]
     config = RuntimeConfig.from_dict(yaml.safe_load(block.split("```", 1)[0]))
     assert config.deployments[0].budget is not None
+
+
+def test_readme_remote_example_is_valid() -> None:
+    import yaml
+
+    from inference_runtime.config import RuntimeConfig
+    from inference_runtime.remote.config import RemoteConfig
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("Remote providers (any OpenAI-compatible", 1)[1].split("```yaml", 1)[1]
+    config = RuntimeConfig.from_dict(yaml.safe_load(block.split("```", 1)[0]))
+    remote = RemoteConfig.of(config.deployments[0])
+    assert remote.rate_limits is not None
+    assert remote.retry.max_retries == 3
