@@ -163,6 +163,14 @@ async def test_a_run_of_5xx_opens_the_circuit(upstream: MockUpstream) -> None:
             assert fast.value.status_code == 503
             assert "retry-after" in fast.value.response.headers
         assert upstream.counts[CHAT] == seen  # failed fast: the upstream was not called
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(base_url(runtime) + "/metrics") as response,
+        ):
+            text = await response.text()
+        assert 'circuit_state{endpoint="' in text
+        assert 'state="open"} 1.0' in text
+        assert "inference_runtime_circuit_rejected_total" in text
     finally:
         await context.__aexit__(None, None, None)
 

@@ -36,10 +36,12 @@ from inference_runtime.gateway.responses import DONE, StreamEncoder, completion_
 from inference_runtime.gateway.stream import ResponseStream
 from inference_runtime.metrics import (
     PROMETHEUS_CONTENT_TYPE,
+    CircuitGauge,
     GetSnapshot,
     ReplicaGauge,
     render_prometheus,
 )
+from inference_runtime.remote import core as remote_core
 from inference_runtime.types import Deployment, EngineRequest, ReplicaState
 
 log = logging.getLogger("inference_runtime.gateway")
@@ -374,11 +376,22 @@ class GatewayServer:
             for r in rows
         ]
         stats = self.system.statistics()
+        circuits = [
+            CircuitGauge(
+                provider=provider,
+                endpoint=endpoint,
+                state=c.state,
+                opened_total=c.opened_total,
+                rejected_total=c.rejected_total,
+            )
+            for (provider, endpoint), c in remote_core.BREAKERS.statistics().items()
+        ]
         body = render_prometheus(
             snapshot,
             replicas=replicas,
             dead_letters=stats.dead_letters,
             actors_alive=stats.actors_alive,
+            circuits=circuits,
         )
         return web.Response(body=body, headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
 

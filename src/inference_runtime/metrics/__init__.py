@@ -10,6 +10,7 @@ from inference_runtime.metrics.budget import WINDOWS, Admission, BudgetLedger
 from inference_runtime.metrics.exposition import (
     PROMETHEUS_CONTENT_TYPE,
     REPLICA_STATES,
+    CircuitGauge,
     ReplicaGauge,
     render_prometheus,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "WINDOWS",
     "Admission",
     "BudgetLedger",
+    "CircuitGauge",
     "ConfigureDeployment",
     "DeploymentMetrics",
     "GetSnapshot",

@@ -149,6 +149,42 @@ def _replica_families(replicas: list[ReplicaGauge]) -> Iterator[Metric]:
     yield from (in_flight, queue_depth, running, state, restarts)
 
 
+@dataclass(frozen=True, slots=True)
+class CircuitGauge:
+    """One circuit breaker (a provider endpoint), as the exposition shows it."""
+
+    provider: str
+    endpoint: str
+    state: str
+    """closed, open or half_open."""
+    opened_total: int = 0
+    rejected_total: int = 0
+
+
+CIRCUIT_STATES = ("closed", "open", "half_open")
+
+
+def _circuit_families(circuits: list[CircuitGauge]) -> Iterator[Metric]:
+    labels = ["provider", "endpoint"]
+    state = GaugeMetricFamily(
+        PREFIX + "circuit_state",
+        "1 for the circuit breaker's current state (closed, open, half_open).",
+        labels=[*labels, "state"],
+    )
+    opened = CounterMetricFamily(
+        PREFIX + "circuit_opened", "Times the circuit opened.", labels=labels
+    )
+    rejected = CounterMetricFamily(
+        PREFIX + "circuit_rejected", "Requests failed fast while it was open.", labels=labels
+    )
+    for c in circuits:
+        for name in CIRCUIT_STATES:
+            state.add_metric([c.provider, c.endpoint, name], 1.0 if c.state == name else 0.0)
+        opened.add_metric([c.provider, c.endpoint], c.opened_total)
+        rejected.add_metric([c.provider, c.endpoint], c.rejected_total)
+    yield from (state, opened, rejected)
+
+
 class _SnapshotCollector:
     """A prometheus_client collector over values taken once (nothing is live)."""
 
@@ -158,7 +194,9 @@ class _SnapshotCollector:
         replicas: list[ReplicaGauge],
         dead_letters: int,
         actors_alive: int,
+        circuits: list[CircuitGauge],
     ) -> None:
+        self._circuits = circuits
         self._snapshot = snapshot
         self._replicas = replicas
         self._dead_letters = dead_letters
@@ -167,6 +205,8 @@ class _SnapshotCollector:
     def collect(self) -> Iterator[Metric]:
         yield from _deployment_families(list(self._snapshot))
         yield from _replica_families(self._replicas)
+        if self._circuits:
+            yield from _circuit_families(self._circuits)
         yield CounterMetricFamily(
             PREFIX + "dead_letters", "Messages that reached no actor.", value=self._dead_letters
         )
@@ -181,8 +221,12 @@ def render_prometheus(
     replicas: Iterable[ReplicaGauge] = (),
     dead_letters: int = 0,
     actors_alive: int = 0,
+    circuits: Iterable[CircuitGauge] = (),
 ) -> bytes:
     """The Prometheus text format (``PROMETHEUS_CONTENT_TYPE``) of everything given."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_SnapshotCollector(snapshot, list(replicas), dead_letters, actors_alive))
+    collector = _SnapshotCollector(
+        snapshot, list(replicas), dead_letters, actors_alive, list(circuits)
+    )
+    registry.register(collector)
     return generate_latest(registry)
