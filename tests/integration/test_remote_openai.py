@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import openai
 import pytest
 
@@ -16,7 +17,7 @@ from inference_runtime.remote import core as remote_core
 from inference_runtime.remote.circuit import CircuitBreakers
 from inference_runtime.testing.mock_upstream import MockUpstream
 from inference_runtime.testing.mock_upstream_faults import Fault
-from support.runtime import client, serve, wait_healthy
+from support.runtime import base_url, client, serve, wait_healthy
 
 USER = [{"role": "user", "content": "hello upstream"}]
 CHAT = "/v1/chat/completions"
