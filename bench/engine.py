@@ -82,6 +82,8 @@ NOISY = 0.1
 """A measurement during which other processes used more than this fraction of a core is
 discarded and taken again once the machine is idle (at most ``RETRIES`` times)."""
 RETRIES = 3
+SPEED_DRIFT = 0.15
+"""The calibration workload taking this much longer at one point than at another is flagged."""
 IDLE_WINDOW_S = 3.0
 """The machine is idle again when other processes used under ``NOISY`` over this long."""
 RETRY_BUDGET_S = 600.0
@@ -258,6 +260,31 @@ class Guard:
 
 def percent(cores: float) -> str:
     return f"{cores * 100:.0f} %"
+
+
+def calibrate() -> float:
+    """Milliseconds of a fixed bf16 workload shaped like a decode step of this model (8 rows
+    through 30 layers of 576 -> 1536 -> 576 matmuls), in this process with PyTorch's default
+    threads; the median of 5. Taken between the phases: a machine whose speed changed (another
+    VM on the same host, say, which ``/proc/stat`` does not show) is seen in it."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 576, generator=generator).to(torch.bfloat16)
+    up = torch.randn(1536, 576, generator=generator).to(torch.bfloat16) * 0.05
+    down = torch.randn(576, 1536, generator=generator).to(torch.bfloat16) * 0.05
+    linear = torch.nn.functional.linear
+
+    def once() -> float:
+        started = time.perf_counter()
+        h = x
+        for _ in range(30):
+            h = linear(linear(h, up), down)
+        return time.perf_counter() - started
+
+    with torch.inference_mode():
+        once()
+        return statistics.median(once() for _ in range(5)) * 1e3
 
 
 def wait_quiet(limit_s: float) -> tuple[float, float]:
@@ -893,6 +920,13 @@ class Setup:
     load: float
     waited_s: float
     argv: Sequence[str]
+    speed: tuple[tuple[str, float], ...] = ()
+    """The calibration workload's milliseconds at points of the run."""
+
+
+def speed_drift(speed: Sequence[tuple[str, float]]) -> float:
+    values = [value for _, value in speed]
+    return max(values) / min(values) - 1 if values else 0.0
 
 
 def render_report(
@@ -934,6 +968,14 @@ def render_report(
         f" {percent(steal)} of a core (the more of the two). {discarded} measurement(s) retaken"
         f" because other processes used over {percent(NOISY)} of a core during them;"
         f" {noisy_kept} kept although noisy (retries exhausted)",
+        "- Machine speed: a fixed bf16 workload took "
+        + ", ".join(f"{value:.1f} ms {when}" for when, value in setup.speed)
+        + (
+            f" (**varied by {drift:.0%}: the machine's speed changed during the run; compare"
+            " ratios with care**)"
+            if (drift := speed_drift(setup.speed)) > SPEED_DRIFT
+            else f" (within {SPEED_DRIFT:.0%})"
+        ),
         f"- Join: the joining request started once each of the {JOIN_BACKGROUND} others had"
         f" received {JOIN_AFTER_FRAMES} frames; they were all still decoding at its first"
         f" token in {verdicts.overlapped} of {len(http.joins)} measurements. One bare forward"
@@ -993,6 +1035,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup = Setup(cores or 1, load, waited, argv)
 
     http = HttpResults()
+    speed: list[tuple[str, float]] = []
     with (
         tempfile.TemporaryDirectory(prefix="bench-engine-") as tmp,
         server_running(Path(tmp)) as server,
@@ -1000,12 +1043,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         log("starting the server (the first start converts the GGUF file)")
         http.ready_s = server.wait_ready()
         log(f"ready in {http.ready_s:.1f} s")
+        speed.append(("before the HTTP rounds", calibrate()))
         try:
             asyncio.run(measure_http(server, sizes, http, args.profile))
         except BaseException:
             log(f"server log tail:\n{server.log_tail()}")
             raise
+        speed.append(("after them", calibrate()))
     static = measure_static(sizes)
+    speed.append(("after static `generate`", calibrate()))
+    setup = replace(setup, speed=tuple(speed))
     vllm = vllm_status()
     log(f"done in {time.perf_counter() - started:.1f} s")
 

@@ -15,6 +15,7 @@ RUNNERS: dict[str, str] = {
     "embeddings": "inference_runtime.engine.runners.embeddings:EmbeddingRunner",
     # a remote replica's "runner" is its session: the pooled client and the key
     "openai": "inference_runtime.remote.session:RemoteSession",
+    "anthropic": "inference_runtime.remote.session:RemoteSession",
 }
 """runtime name -> "module:Class" of its runner (constructor: deployment, device=...); a
 remote runtime's runner is its session."""
@@ -22,6 +23,7 @@ remote runtime's runner is its session."""
 ENGINE_ACTORS: dict[str, str] = {
     "embeddings": "inference_runtime.engine.embedding_core:EmbeddingEngineActor",
     "openai": "inference_runtime.remote.core:RemoteEngineCoreActor",
+    "anthropic": "inference_runtime.remote.core:RemoteEngineCoreActor",
 }
 """runtime name -> "module:Class" of its engine actor, when not the generating EngineCoreActor.
 Constructor: (deployment, replica_id, *, coordinator, runner_factory)."""

@@ -1,9 +1,13 @@
 """Continuous batching: which sequences run in the next engine step.
 
-A sequence that arrives while others decode joins at the next step (its prefill runs in the same
-step as their decodes); a finished or aborted one leaves at once and its slot is free for the next
-step. The token budget bounds the work of one step: each decode costs one token, each prefill its
-prompt length (a prompt larger than the whole budget runs alone, so it cannot starve).
+A sequence that arrives while others decode joins at the next step; a finished or aborted one
+leaves at once and its slot is free for the next step. The token budget bounds the work of one
+step: each decode costs one token, each prefill its prompt length (a prompt larger than the whole
+budget runs alone, so it cannot starve).
+
+Prefill first: when sequences are waiting while others decode, the next step runs their prefills
+alone, so a new request's first token does not wait for a decode step too; the step after always
+decodes (new prefills may join it), so a stream of arrivals cannot stall the running ones.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ class Scheduler:
         self.waiting: deque[Sequence] = deque()
         self.running: dict[str, Sequence] = {}
         self.released: list[str] = []
+        self._prefill_only_last = False
 
     # -- admission ---------------------------------------------------------------------
 
@@ -78,8 +83,15 @@ class Scheduler:
     def schedule(self) -> tuple[ScheduledBatch, list[Sequence]]:
         """The next step's batch: every running sequence decodes, waiting ones join while
         slots and the token budget allow. Returns the batch and the sequences in it."""
-        budget = self.max_batched_tokens - len(self.running)
-        seqs = list(self.running.values())
+        prefill_only = (
+            bool(self.waiting)
+            and bool(self.running)
+            and len(self.running) < self.max_num_seqs
+            and not self._prefill_only_last
+        )
+        self._prefill_only_last = prefill_only
+        seqs = [] if prefill_only else list(self.running.values())
+        budget = self.max_batched_tokens - len(seqs)
         while self.waiting and len(self.running) < self.max_num_seqs:
             head = self.waiting[0]
             cost = len(head.prompt_ids)

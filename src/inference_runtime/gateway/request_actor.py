@@ -255,7 +255,8 @@ class RequestActor(Actor):
         per_group: dict[int, int] = {}
         for (group, _), usage in self.ended.items():
             per_group[group] = max(per_group.get(group, 0), usage.prompt_tokens)
-        self.prompt_tokens = max(self.prompt_tokens, sum(per_group.values()))
+        reported = sum(per_group.values())
+        self.prompt_tokens = reported or self.prompt_tokens  # else: what admission counted
         self.completion_tokens = sum(u.completion_tokens for u in self.ended.values())
         return Usage(prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens)
 

@@ -93,6 +93,7 @@ class RemoteEngineCoreActor(ReplicaActor):
                 f"{len(self.queue)} waiting)",
                 retry_after=self.deployment.serving.retry_after_s,
             )
+        self.provider.validate(group, config=self.config)
         job = _Job(group, sink, _estimate_prompt(group[0]))
         self.queue.append(job)
         self._poke()

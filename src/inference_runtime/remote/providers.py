@@ -39,6 +39,10 @@ class Provider(Protocol):
 
     def new_stream(self, group: tuple[EngineRequest, ...]) -> ProviderStream: ...
 
+    def validate(self, group: tuple[EngineRequest, ...], *, config: RemoteConfig) -> None:
+        """Refuse (``UnsupportedParameter``, a 400) what the provider cannot do, at admission:
+        before a breaker probe, a rate-limit charge or a queue slot is spent on it."""
+
 
 class _OpenAI:
     name = "openai"
@@ -55,8 +59,32 @@ class _OpenAI:
 
         return OpenAIStream(group)
 
+    def validate(self, group: tuple[EngineRequest, ...], *, config: RemoteConfig) -> None:
+        """Everything goes to an OpenAI-compatible upstream as it came."""
+
+
+class _Anthropic:
+    name = "anthropic"
+
+    def build_request(
+        self, group: tuple[EngineRequest, ...], *, config: RemoteConfig, key: Secret
+    ) -> tuple[str, dict[str, str], bytes]:
+        from inference_runtime.remote import anthropic_api
+
+        return anthropic_api.build_request(group, config=config, key=key)
+
+    def new_stream(self, group: tuple[EngineRequest, ...]) -> ProviderStream:
+        from inference_runtime.remote.anthropic_api import AnthropicStream
+
+        return AnthropicStream(group)
+
+    def validate(self, group: tuple[EngineRequest, ...], *, config: RemoteConfig) -> None:
+        self.build_request(group, config=config, key=Secret(""))  # it refuses what it cannot map
+
 
 def provider_for(runtime: str) -> Provider:
     if runtime == "openai":
         return _OpenAI()
+    if runtime == "anthropic":
+        return _Anthropic()
     raise ValueError(f"runtime: no remote provider named {runtime!r}")

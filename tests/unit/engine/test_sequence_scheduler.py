@@ -84,8 +84,15 @@ def test_new_sequences_join_running_batch() -> None:
     batch, _ = sched.schedule()
     assert [s.prefill for s in batch.sequences] == [True]
     sched.add([make_seq("b")])
-    batch, _ = sched.schedule()
-    assert [(s.seq_id, s.prefill) for s in batch.sequences] == [("a/0", False), ("b/0", True)]
+    batch, _ = sched.schedule()  # prefill first: the newcomer's first token comes at once
+    assert [(s.seq_id, s.prefill) for s in batch.sequences] == [("b/0", True)]
+    sched.add([make_seq("c")])
+    batch, _ = sched.schedule()  # then a decode step, which a newcomer may join
+    assert [(s.seq_id, s.prefill) for s in batch.sequences] == [
+        ("a/0", False),
+        ("b/0", False),
+        ("c/0", True),
+    ]
 
 
 def test_max_num_seqs_and_token_budget() -> None:
