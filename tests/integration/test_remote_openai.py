@@ -244,3 +244,63 @@ async def test_malformed_sse_before_the_first_token_is_retried(upstream: MockUps
         assert reply.choices[0].message.content
     finally:
         await context.__aexit__(None, None, None)
+
+
+async def test_priority_orders_the_queue(upstream: MockUpstream) -> None:
+    context, runtime = await started(remote(upstream, max_concurrent=1))
+    try:
+        api = client(runtime)
+        upstream.token_delay_s = 0.02
+        busy = asyncio.ensure_future(
+            api.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "busy"}])
+        )
+        await upstream.wait_until(lambda mock: mock.active_requests == 1)
+
+        def ask(word: str, priority: int) -> Any:
+            return api.chat.completions.create(
+                model="gpt",
+                messages=[{"role": "user", "content": word}],
+                extra_headers={"X-Priority": str(priority)},
+            )
+
+        low = asyncio.ensure_future(ask("later", 5))
+        await asyncio.sleep(0.05)  # queued first
+        high = asyncio.ensure_future(ask("sooner", -1))
+        await asyncio.gather(busy, low, high)
+        prompts = [r.prompt for r in upstream.requests]
+        assert prompts.index("sooner") < prompts.index("later")
+        with pytest.raises(openai.BadRequestError):
+            await api.chat.completions.create(
+                model="gpt", messages=USER, extra_headers={"X-Priority": "urgent"}
+            )
+    finally:
+        await context.__aexit__(None, None, None)
+
+
+async def test_refresh_key_rotates_without_dropping_a_stream(
+    upstream: MockUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from inference_runtime.cluster import Release, Route
+    from inference_runtime.remote.core import RefreshKey
+
+    context, runtime = await started(remote(upstream))
+    try:
+        api = client(runtime)
+        upstream.token_delay_s = 0.01
+        stream = await api.chat.completions.create(model="gpt", messages=USER, stream=True)
+        upstream.api_keys = {"sk-test", "sk-next"}  # the provider accepts both for a while
+        monkeypatch.setenv("MOCK_KEY", "sk-next")
+        assert runtime.system is not None
+        dp = runtime.system.child("dp")
+        assert dp is not None
+        lease = await dp.ask(Route("gpt"))
+        assert await lease.engine.ask(RefreshKey()) is True
+        dp.tell(Release(lease.deployment, lease.replica_id))
+        upstream.api_keys = {"sk-next"}
+        words = [c.choices[0].delta.content async for c in stream if c.choices]
+        assert len("".join(w or "" for w in words).split()) == 16  # the old stream finished
+        reply = await api.chat.completions.create(model="gpt", messages=USER)
+        assert reply.choices[0].message.content
+        assert upstream.requests[-1].api_key == "sk-next"
+    finally:
+        await context.__aexit__(None, None, None)

@@ -65,6 +65,18 @@ def _error(error: BaseException) -> web.Response:
     )
 
 
+def _priority(request: web.Request) -> int:
+    value = request.headers.get("X-Priority")
+    if value is None:
+        return 0
+    try:
+        return int(value)
+    except ValueError:
+        raise RequestError(
+            f"X-Priority: {value!r} is not an integer (lower goes first)", param="X-Priority"
+        ) from None
+
+
 def _replica(stream: ResponseStream) -> dict[str, str]:
     return {"X-Replica-Id": stream.replica_id} if stream.replica_id else {}
 
@@ -182,6 +194,7 @@ class GatewayServer:
                 sampling=sampling,
                 choice_index=i,
                 session_id=session,
+                priority=_priority(request),
                 passthrough=passthrough,
             )
             for i in range(req.n)
@@ -209,6 +222,7 @@ class GatewayServer:
                     sampling=sampling,
                     choice_index=p * req.n + i,
                     session_id=session,
+                    priority=_priority(request),
                     passthrough=passthrough,
                 )
                 for i in range(req.n)

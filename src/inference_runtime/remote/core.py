@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import heapq
+import itertools
 import logging
 import random
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,13 +46,24 @@ LIMITERS = RateLimiters()
 """Process-wide: one limiter per (provider, key, model): deployments sharing a key share it."""
 
 
+@dataclass(frozen=True, slots=True)
+class RefreshKey:
+    """(ask) Read the API key again now, for requests from here on (requests in flight keep
+    the key they were sent with). Answers whether the key changed."""
+
+
 @dataclass(eq=False)
 class _Job:
     group: tuple[EngineRequest, ...]
     sink: SequenceSink
     estimate: int
     """Prompt tokens guessed at admission (4 characters a token), until the provider counts."""
+    order: tuple[int, int] = (0, 0)
+    """(priority, arrival number): the queue's order."""
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    def __lt__(self, other: _Job) -> bool:
+        return self.order < other.order
 
     @property
     def request_id(self) -> str:
@@ -63,7 +75,8 @@ class RemoteEngineCoreActor(ReplicaActor):
         super().__init__(*args, **kwargs)
         self.config = RemoteConfig.of(self.deployment)
         self.provider = provider_for(self.deployment.runtime)
-        self.queue: deque[_Job] = deque()
+        self.queue: list[_Job] = []  # a heap by (priority, arrival)
+        self.arrivals = itertools.count()
         self.active: dict[str, _Job] = {}
         self.rng = random.Random()
         endpoint = self.config.base_url
@@ -79,6 +92,8 @@ class RemoteEngineCoreActor(ReplicaActor):
                 return self._admit(group, sink)
             case AbortRequest(request_id=request_id):
                 self._abort(request_id)
+            case RefreshKey():
+                return self.runner is not None and self.runner.refresh_key()
             case _:
                 return self.replica_message(message)
         return None
@@ -94,8 +109,10 @@ class RemoteEngineCoreActor(ReplicaActor):
                 retry_after=self.deployment.serving.retry_after_s,
             )
         self.provider.validate(group, config=self.config)
-        job = _Job(group, sink, _estimate_prompt(group[0]))
-        self.queue.append(job)
+        job = _Job(
+            group, sink, _estimate_prompt(group[0]), (group[0].priority, next(self.arrivals))
+        )
+        heapq.heappush(self.queue, job)
         self._poke()
         self._report_load()
         return Admitted(self.replica_id, job.estimate)
@@ -108,6 +125,7 @@ class RemoteEngineCoreActor(ReplicaActor):
         for queued in self.queue:
             if queued.request_id == request_id:
                 self.queue.remove(queued)
+                heapq.heapify(self.queue)
                 self._report_load()
                 return
 
@@ -122,7 +140,7 @@ class RemoteEngineCoreActor(ReplicaActor):
             ):
                 await self._idle()
                 continue
-            job = self.queue.popleft()
+            job = heapq.heappop(self.queue)
             job.task = asyncio.get_running_loop().create_task(self._serve(job))
             self.active[job.request_id] = job
             job.task.add_done_callback(functools.partial(self._slot_free, job))
@@ -223,7 +241,7 @@ class RemoteEngineCoreActor(ReplicaActor):
     # -- ReplicaActor hooks ------------------------------------------------------------
 
     def _fail_all(self, error: ReplicaFailed) -> None:
-        for job in [*self.queue]:
+        for job in list(self.queue):
             for request in job.group:
                 job.sink.on_error(request.choice_index, error, Usage())
         self.queue.clear()

@@ -51,6 +51,9 @@ class EngineRequest(msgspec.Struct, frozen=True, kw_only=True):
     sampling: SamplingParams = SamplingParams()
     choice_index: int = 0
     session_id: str | None = None
+    priority: int = 0
+    """Lower goes first where a queue orders by priority (remote engines): the client's
+    ``X-Priority`` header."""
     passthrough: dict[str, Any] | None = None
     """The client's whole request body, for remote engines that forward it (tools,
     response_format, vendor fields: untouched). Local engines never read it."""
