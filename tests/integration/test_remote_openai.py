@@ -304,3 +304,23 @@ async def test_refresh_key_rotates_without_dropping_a_stream(
         assert upstream.requests[-1].api_key == "sk-next"
     finally:
         await context.__aexit__(None, None, None)
+
+
+async def test_embeddings_through_a_remote_deployment(upstream: MockUpstream) -> None:
+    context, runtime = await started(remote(upstream))
+    try:
+        api = client(runtime)
+        vectors = await api.embeddings.create(model="gpt", input=["one thing", "another"])
+        assert len(vectors.data) == 2
+        assert len(vectors.data[0].embedding) == 16  # the mock's dimension
+        floats = await api.embeddings.create(
+            model="gpt", input="one thing", encoding_format="float"
+        )
+        assert floats.data[0].embedding == vectors.data[0].embedding
+        assert upstream.requests[-1].path.endswith("/embeddings")
+        assert upstream.requests[-1].body["model"] == "upstream-model"
+        upstream.script(Fault.status(503))
+        again = await api.embeddings.create(model="gpt", input="retried")
+        assert again.data[0].embedding
+    finally:
+        await context.__aexit__(None, None, None)

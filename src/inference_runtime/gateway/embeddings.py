@@ -133,7 +133,7 @@ async def create_embeddings(
     deployment = catalog.get(req.model)
     if deployment is None:
         raise ModelNotFound(req.model)
-    if deployment.runtime != "embeddings":
+    if deployment.runtime not in ("embeddings", "openai"):
         raise RequestError(f"The model `{req.model}` does not support embeddings", param="model")
     call = _EmbeddingCall(deployment, inputs, req.dimensions, catalog, coordinator, metrics)
     call.session_key = req.user  # as chat does: session_affinity keeps a user on one replica

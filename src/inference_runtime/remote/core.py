@@ -21,6 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inference_runtime.engine.core import AbortRequest, AddRequest, Admitted
+from inference_runtime.engine.embedding_core import (
+    CancelEmbed,
+    Embed,
+    EmbedAdmitted,
+    EmbeddingResult,
+)
 from inference_runtime.engine.replica import ReplicaActor
 from inference_runtime.engine.sink import SequenceSink
 from inference_runtime.errors import (
@@ -28,15 +34,17 @@ from inference_runtime.errors import (
     Backpressure,
     InferenceRuntimeError,
     ReplicaFailed,
+    RequestError,
     UpstreamError,
 )
 from inference_runtime.remote.circuit import CircuitBreakers
 from inference_runtime.remote.config import RemoteConfig
+from inference_runtime.remote.embeddings_call import call_embeddings
 from inference_runtime.remote.providers import ProviderStream, provider_for
 from inference_runtime.remote.ratelimit import RateLimiters
 from inference_runtime.remote.retry import Action, backoff_delay, may_retry
 from inference_runtime.remote.upstream import UpstreamFailure, call_upstream
-from inference_runtime.types import EngineRequest, ReplicaState, Usage
+from inference_runtime.types import EngineRequest, ReplicaState, TokenChunk, Usage
 
 log = logging.getLogger("inference_runtime.remote")
 
@@ -54,20 +62,29 @@ class RefreshKey:
 
 @dataclass(eq=False)
 class _Job:
+    request_id: str
     group: tuple[EngineRequest, ...]
-    sink: SequenceSink
+    sink: SequenceSink | None
     estimate: int
     """Prompt tokens guessed at admission (4 characters a token), until the provider counts."""
     order: tuple[int, int] = (0, 0)
     """(priority, arrival number): the queue's order."""
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+    embed: Embed | None = None
+    """Set for an embeddings request; its answer goes to ``result``."""
+    result: asyncio.Future[EmbeddingResult] | None = field(default=None, repr=False)
 
     def __lt__(self, other: _Job) -> bool:
         return self.order < other.order
 
-    @property
-    def request_id(self) -> str:
-        return self.group[0].request_id
+    def fail(self, error: BaseException, usage: Usage) -> None:
+        if self.result is not None:
+            if not self.result.done():
+                self.result.set_exception(error)
+            return
+        assert self.sink is not None
+        for position, request in enumerate(self.group):
+            self.sink.on_error(request.choice_index, error, usage if position == 0 else Usage())
 
 
 class RemoteEngineCoreActor(ReplicaActor):
@@ -90,8 +107,10 @@ class RemoteEngineCoreActor(ReplicaActor):
         match message:
             case AddRequest(requests=group, sink=sink):
                 return self._admit(group, sink)
-            case AbortRequest(request_id=request_id):
+            case AbortRequest(request_id=request_id) | CancelEmbed(request_id=request_id):
                 self._abort(request_id)
+            case Embed():
+                return self._admit_embed(message)
             case RefreshKey():
                 return self.runner is not None and self.runner.refresh_key()
             case _:
@@ -99,6 +118,19 @@ class RemoteEngineCoreActor(ReplicaActor):
         return None
 
     def _admit(self, group: tuple[EngineRequest, ...], sink: SequenceSink) -> Admitted:
+        self._check_capacity()
+        self.provider.validate(group, config=self.config)
+        job = _Job(
+            group[0].request_id,
+            group,
+            sink,
+            _estimate_prompt(group[0]),
+            (group[0].priority, next(self.arrivals)),
+        )
+        self._queue(job)
+        return Admitted(self.replica_id, job.estimate)
+
+    def _check_capacity(self) -> None:
         if self.state in (ReplicaState.FAILED, ReplicaState.DRAINING):
             raise ReplicaFailed(f"replica {self.replica_id} is {self.state.value}")
         capacity = self.config.max_concurrent + self.deployment.serving.queue_capacity
@@ -108,14 +140,28 @@ class RemoteEngineCoreActor(ReplicaActor):
                 f"{len(self.queue)} waiting)",
                 retry_after=self.deployment.serving.retry_after_s,
             )
-        self.provider.validate(group, config=self.config)
+
+    def _admit_embed(self, embed: Embed) -> EmbedAdmitted:
+        if self.deployment.runtime != "openai":
+            raise RequestError(
+                f"The model `{self.deployment.name}` ({self.deployment.runtime}) does not serve "
+                "embeddings",
+                param="model",
+            )
+        self._check_capacity()
+        chars = sum(len(i) if isinstance(i, str) else len(i) * 4 for i in embed.inputs)
+        result: asyncio.Future[EmbeddingResult] = asyncio.get_running_loop().create_future()
         job = _Job(
-            group, sink, _estimate_prompt(group[0]), (group[0].priority, next(self.arrivals))
-        )
+            embed.request_id, (), None, max(1, chars // 4), (0, next(self.arrivals)),
+            embed=embed, result=result,
+        )  # fmt: skip
+        self._queue(job)
+        return EmbedAdmitted(self.replica_id, job.estimate, result)
+
+    def _queue(self, job: _Job) -> None:
         heapq.heappush(self.queue, job)
         self._poke()
         self._report_load()
-        return Admitted(self.replica_id, job.estimate)
 
     def _abort(self, request_id: str) -> None:
         job = self.active.get(request_id)
@@ -156,7 +202,7 @@ class RemoteEngineCoreActor(ReplicaActor):
         attempt, refreshed = 0, False
         policy = self.config.retry
         while True:
-            stream = self.provider.new_stream(job.group)
+            stream = self.provider.new_stream(job.group) if job.embed is None else _NO_STREAM
             try:
                 await self._attempt(job, stream)
                 self._finished(job, stream)
@@ -198,15 +244,21 @@ class RemoteEngineCoreActor(ReplicaActor):
                 self.config.model,
                 self.config.rate_limits,
             )
-            max_tokens = job.group[0].sampling.max_tokens or 256
+            max_tokens = (job.group[0].sampling.max_tokens or 256) if job.group else 0
             deadline = asyncio.get_running_loop().time() + self.deployment.serving.queue_timeout_s
             permit = await limiter.acquire(
                 job.estimate + max_tokens * len(job.group), deadline=deadline
             )
         try:
-            await call_upstream(
-                self.runner, self.provider, self.config, job.group, stream, job.sink
-            )
+            if job.embed is not None:
+                answer = await call_embeddings(self.runner, self.config, job.embed)
+                if job.result is not None and not job.result.done():
+                    job.result.set_result(answer)
+            else:
+                assert job.sink is not None
+                await call_upstream(
+                    self.runner, self.provider, self.config, job.group, stream, job.sink
+                )
         except UpstreamFailure as failure:
             if failure.classification.counts_for_breaker:
                 self.breaker.record_failure()
@@ -222,6 +274,8 @@ class RemoteEngineCoreActor(ReplicaActor):
         self.breaker.record_success()
 
     def _finished(self, job: _Job, stream: ProviderStream) -> None:
+        if job.sink is None:
+            return  # an embeddings answer went to its future
         counted = stream.usage or Usage(
             prompt_tokens=job.estimate, completion_tokens=stream.chunks_out
         )
@@ -235,24 +289,34 @@ class RemoteEngineCoreActor(ReplicaActor):
             prompt_tokens=job.estimate if stream.chunks_out else 0,
             completion_tokens=stream.chunks_out,
         )
-        for position, request in enumerate(job.group):
-            job.sink.on_error(request.choice_index, error, produced if position == 0 else Usage())
+        job.fail(error, produced)
 
     # -- ReplicaActor hooks ------------------------------------------------------------
 
     def _fail_all(self, error: ReplicaFailed) -> None:
-        for job in list(self.queue):
-            for request in job.group:
-                job.sink.on_error(request.choice_index, error, Usage())
-        self.queue.clear()
-        for job in self.active.values():
-            for request in job.group:
-                job.sink.on_error(request.choice_index, error, Usage())
+        for job in [*self.queue, *self.active.values()]:
+            job.fail(error, Usage())
             if job.task is not None:
                 job.task.cancel()
+        self.queue.clear()
 
     def _counts(self) -> tuple[int, int]:
         return len(self.queue), len(self.active)
+
+
+class _NoStream:
+    """An embeddings call streams nothing: retries stay allowed until it answers."""
+
+    usage: Usage | None = None
+    finished: dict[int, str] = {}
+    done = False
+    chunks_out = 0
+
+    def feed(self, event: object) -> list[TokenChunk]:
+        return []
+
+
+_NO_STREAM = _NoStream()
 
 
 def _as_ours(error: InferenceRuntimeError) -> InferenceRuntimeError:
