@@ -324,3 +324,49 @@ async def test_embeddings_through_a_remote_deployment(upstream: MockUpstream) ->
         assert again.data[0].embedding
     finally:
         await context.__aexit__(None, None, None)
+
+
+async def test_rate_limit_shared_by_deployments_on_one_key(upstream: MockUpstream) -> None:
+    limits = {"rate_limits": {"requests_per_minute": 3, "tokens_per_minute": None}}
+    first = remote(upstream, "gpt", **limits, serving={"queue_timeout_s": 0.2})
+    second = remote(upstream, "gpt-too", **limits, serving={"queue_timeout_s": 0.2})
+    context, runtime = await started(first, second)
+    try:
+        api = client(runtime)
+        for name in ("gpt", "gpt-too", "gpt"):
+            await api.chat.completions.create(model=name, messages=USER)
+        with pytest.raises(openai.RateLimitError) as limited:
+            await api.chat.completions.create(model="gpt-too", messages=USER)
+        assert int(limited.value.response.headers["retry-after"]) >= 1
+        assert upstream.counts[CHAT] == 3  # the fourth never left
+    finally:
+        await context.__aexit__(None, None, None)
+
+
+async def test_secrets_stay_secret(
+    upstream: MockUpstream, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("MOCK_KEY", "sk-very-secret-value")
+    upstream.api_key = "sk-something-else"
+    context, runtime = await started(remote(upstream))
+    try:
+        with pytest.raises(openai.APIStatusError) as refused:
+            await client(runtime).chat.completions.create(model="gpt", messages=USER)
+        assert refused.value.status_code == 502
+        assert "sk-very-secret-value" not in str(refused.value.body)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(base_url(runtime) + "/metrics") as response,
+        ):
+            assert "sk-very-secret-value" not in await response.text()
+        assert "sk-very-secret-value" not in caplog.text
+        from inference_runtime.remote.session import RemoteSession
+        from inference_runtime.types import Deployment
+
+        session = RemoteSession(Deployment.from_dict(remote(upstream)))
+        await session.load()
+        assert "sk-very-secret-value" not in repr(session)
+        assert "sk-very-secret-value" not in repr(session.key)
+        await session.close()
+    finally:
+        await context.__aexit__(None, None, None)
