@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import gc
 import importlib.metadata
-import os
 import platform
 import shlex
 import statistics
@@ -37,6 +36,7 @@ from typing import Any, TypeVar
 
 import pykka
 
+from harness import core_count, cpu_model, log, verdict, write_section
 from inference_runtime.actors import Actor, ActorRef, ActorSystem, MailboxFull, Props
 
 BEGIN_MARKER = "<!-- bench/actors.py:begin -->"
@@ -82,10 +82,6 @@ class Sizes:
             repeats=2,
             pykka_repeats=1,
         )
-
-
-def log(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 # -- measurement helpers ---------------------------------------------------------------------
@@ -505,10 +501,6 @@ def micros(value: float) -> str:
     return f"{value:.1f} µs" if value < 100 else f"{value:.0f} µs"
 
 
-def verdict(ok: bool) -> str:
-    return "**PASS**" if ok else "**FAIL**"
-
-
 @dataclass
 class Row:
     measure: str
@@ -648,18 +640,8 @@ def render_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def render_report(rows: list[Row], sizes: Sizes, argv: Sequence[str]) -> str:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = core_count()
     loop = asyncio.new_event_loop()
     loop_name = type(loop).__name__
     loop.close()
@@ -686,17 +668,6 @@ def render_report(rows: list[Row], sizes: Sizes, argv: Sequence[str]) -> str:
     )
 
 
-def write_section(path: Path, report: str) -> None:
-    block = f"{BEGIN_MARKER}\n{report}\n{END_MARKER}"
-    text = path.read_text() if path.exists() else ""
-    begin, end = text.find(BEGIN_MARKER), text.find(END_MARKER)
-    if begin >= 0 and end > begin:
-        text = text[:begin] + block + text[end + len(END_MARKER) :]
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
-    path.write_text(text)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
@@ -718,7 +689,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = render_report(build_rows(results), sizes, argv)
     print(report)
     if args.markdown is not None:
-        write_section(args.markdown, report)
+        write_section(args.markdown, report, BEGIN_MARKER, END_MARKER)
         log(f"wrote the table into {args.markdown}")
     return 0
 

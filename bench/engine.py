@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import importlib.metadata
 import json
 import os
@@ -42,7 +41,6 @@ import platform
 import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -60,6 +58,23 @@ from typing import Any, TypeVar
 import aiohttp
 
 T = TypeVar("T")
+
+from harness import (
+    code_version,
+    core_count,
+    cpu_model,
+    cpu_seconds,
+    die_with_parent,
+    exit_on_signals,
+    free_port,
+    log,
+    log_tail,
+    machine_seconds,
+    percent,
+    stop_process,
+    verdict,
+    write_section,
+)
 
 BEGIN_MARKER = "<!-- bench/engine.py:begin -->"
 END_MARKER = "<!-- bench/engine.py:end -->"
@@ -137,34 +152,7 @@ class Sizes:
         return replace(self, tokens=16, repeats=1, join_repeats=1, static_repeats=1)
 
 
-def log(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
 # -- the machine -----------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux ``/proc``); 0 where unknown."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_seconds() -> tuple[float, float]:
-    """CPU time the whole machine spent busy so far, and the time the hypervisor stole from it
-    (every CPU, ``/proc/stat``); zeros where unknown."""
-    try:
-        with open("/proc/stat") as stat:
-            fields = [int(v) for v in stat.readline().split()[1:]]
-    except (OSError, ValueError):
-        return 0.0, 0.0
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    steal = fields[7] if len(fields) > 7 else 0
-    tick = os.sysconf("SC_CLK_TCK")
-    return (sum(fields[:8]) - idle - steal) / tick, steal / tick
 
 
 class OtherLoad:
@@ -264,10 +252,6 @@ class Guard:
         raise AssertionError("unreachable: the last attempt is always kept")
 
 
-def percent(cores: float) -> str:
-    return f"{cores * 100:.0f} %"
-
-
 def wait_quiet(limit_s: float) -> tuple[float, float]:
     """Wait until the 1-minute load average is under ``QUIET_LOAD`` (or ``limit_s`` passed).
     Returns (the load average when it stopped waiting, seconds waited)."""
@@ -281,16 +265,6 @@ def wait_quiet(limit_s: float) -> tuple[float, float]:
             return load, waited
         log(f"load average {load:.2f} > {QUIET_LOAD:g}: waiting for other work to finish")
         time.sleep(min(QUIET_POLL_S, max(1.0, limit_s - waited)))
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def cpu_flags() -> str:
@@ -309,20 +283,6 @@ def cpu_flags() -> str:
 
 
 # -- the server ------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM when the benchmark dies (Linux only)."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def server_config(port: int) -> dict[str, Any]:
@@ -351,10 +311,7 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
+        return log_tail(self.log_path, chars)
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> float:
         """Poll ``/readyz`` until 200; returns the seconds it took."""
@@ -377,14 +334,7 @@ class Server:
             time.sleep(0.2)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                log(f"the server ignored SIGTERM for {STOP_TIMEOUT_S:g} s; killing it")
-                self.process.kill()
-                self.process.wait(STOP_TIMEOUT_S)
+        stop_process(self.process, "the server", STOP_TIMEOUT_S)
 
 
 @contextlib.contextmanager
@@ -403,7 +353,7 @@ def server_running(workdir: Path) -> Iterator[Server]:
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
         )
     server = Server(port, process, log_path)
     try:
@@ -811,10 +761,6 @@ def vllm_status() -> str:
 # -- the report ------------------------------------------------------------------------------
 
 
-def verdict(ok: bool) -> str:
-    return "**PASS**" if ok else "**FAIL**"
-
-
 def ms(seconds: float) -> str:
     value = seconds * 1e3
     return f"{value:.1f}" if value < 100 else f"{value:.0f}"
@@ -905,25 +851,6 @@ def render_targets(verdicts: Verdicts, noisy: bool) -> str:
     return "\n".join(lines)
 
 
-def code_version() -> str:
-    """The commit measured, and whether the working tree had changes."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(root), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    described = done.stdout.strip()
-    if described.endswith("-dirty"):
-        return f"commit `{described.removesuffix('-dirty')}` plus uncommitted changes"
-    return f"commit `{described}`"
-
-
 @dataclass(frozen=True)
 class Setup:
     cores: int
@@ -1008,24 +935,7 @@ def render_report(
     return "\n".join(lines)
 
 
-def write_section(path: Path, report: str) -> None:
-    """Replace only this benchmark's section (re-read right before writing, so that a section
-    another benchmark wrote meanwhile is kept)."""
-    block = f"{BEGIN_MARKER}\n{report}\n{END_MARKER}"
-    text = path.read_text() if path.exists() else ""
-    begin, end = text.find(BEGIN_MARKER), text.find(END_MARKER)
-    if begin >= 0 and end > begin:
-        text = text[:begin] + block + text[end + len(END_MARKER) :]
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
-    path.write_text(text)
-
-
 # -- main ------------------------------------------------------------------------------------
-
-
-def _exit_on_signal(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the block that stops the server
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1045,11 +955,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = Sizes().quick() if args.quick else Sizes()
     if args.repeats is not None:
         sizes = replace(sizes, repeats=args.repeats, static_repeats=args.repeats)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _exit_on_signal)
+    exit_on_signals()
     started = time.perf_counter()
     load, waited = (os.getloadavg()[0], 0.0) if args.no_wait else wait_quiet(QUIET_WAIT_S)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = core_count()
     setup = Setup(cores or 1, load, waited, argv)
 
     retry_deadline = time.monotonic() + RETRY_BUDGET_S
@@ -1079,7 +988,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = render_report(http, static, vllm, setup, sizes)
     print(report)
     if args.markdown is not None:
-        write_section(args.markdown, report)
+        write_section(args.markdown, report, BEGIN_MARKER, END_MARKER)
         log(f"wrote the table into {args.markdown}")
     return 0
 

@@ -33,14 +33,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import importlib.metadata
 import json
 import os
 import platform
 import shlex
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -57,6 +55,28 @@ from typing import Any
 import aiohttp
 import msgspec
 from aiohttp import web
+
+from harness import (
+    busy_seconds,
+    cancel_on_signals,
+    code_version,
+    core_count,
+    cpu_model,
+    cpu_seconds,
+    die_with_parent,
+    exit_on_signals,
+    free_port,
+    log,
+    log_tail,
+    micros,
+    millis,
+    percent,
+    percentiles,
+    serve_until_stopped,
+    stop_process,
+    wait_quiet,
+    write_section,
+)
 
 BEGIN_MARKER = "<!-- bench/gateway.py:begin -->"
 END_MARKER = "<!-- bench/gateway.py:end -->"
@@ -109,10 +129,6 @@ TARGETS = (
     Target("gateway", "gateway, 1 replica", 1),
     Target("gateway2", "gateway, 2 replicas", 2),
 )
-
-
-def log(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 # -- the floor server ------------------------------------------------------------------------
@@ -186,31 +202,12 @@ async def _floor_main(port: int, lifetime: float) -> None:
     await runner.setup()
     try:
         await web.TCPSite(runner, "127.0.0.1", port).start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), lifetime)
+        await serve_until_stopped(lifetime)
     finally:
         await runner.cleanup()
 
 
 # -- server processes ------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM when the benchmark dies (Linux only)."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def gateway_config(replicas: int, port: int) -> dict[str, Any]:
@@ -236,10 +233,7 @@ class Server:
     log_path: Path
 
     def log_tail(self, chars: int = 2000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
+        return log_tail(self.log_path, chars)
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -266,14 +260,7 @@ class Server:
             time.sleep(0.05)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                log(f"{self.target.label} ignored SIGTERM for {STOP_TIMEOUT_S:g} s; killing it")
-                self.process.kill()
-                self.process.wait(STOP_TIMEOUT_S)
+        stop_process(self.process, self.target.label, STOP_TIMEOUT_S)
 
 
 def start_server(
@@ -299,35 +286,13 @@ def start_server(
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
         )
     server = Server(target, port, process, log_path)
     if cpu is not None:
         with contextlib.suppress(OSError):
             os.sched_setaffinity(process.pid, {cpu})
     return server
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux ``/proc``); 0 where unknown."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def busy_seconds() -> float:
-    """CPU time the whole machine spent busy so far (every CPU, ``/proc/stat``); 0 where
-    unknown."""
-    try:
-        with open("/proc/stat") as stat:
-            fields = [int(v) for v in stat.readline().split()[1:]]
-    except (OSError, ValueError):
-        return 0.0
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    steal = fields[7] if len(fields) > 7 else 0
-    return (sum(fields[:8]) - idle - steal) / os.sysconf("SC_CLK_TCK")
 
 
 # -- the load --------------------------------------------------------------------------------
@@ -361,14 +326,6 @@ class Sample:
     """When the first bytes of the body arrived (streams)."""
     tokens: int
     ok: bool
-
-
-def _percentiles(samples: Sequence[float]) -> tuple[float, float]:
-    if len(samples) < 2:
-        value = samples[0] * 1e3 if samples else float("nan")
-        return value, value
-    cuts = statistics.quantiles(samples, n=100, method="inclusive")
-    return cuts[49] * 1e3, cuts[98] * 1e3
 
 
 async def run_load(
@@ -458,7 +415,7 @@ async def run_load(
             tokens += share * s.tokens
     started = [s for s in samples if window_start <= s.start < window_end]
     measured = [s for s in started if s.ok]
-    p50, p99 = _percentiles([s.end - s.start for s in measured])
+    p50, p99 = percentiles([s.end - s.start for s in measured])
     ttfts = [s.first - s.start for s in measured if s.first is not None]
     elapsed = cpu["t1"] - cpu["t0"]
     server_cpu = cpu["s1"] - cpu["s0"]
@@ -470,7 +427,7 @@ async def run_load(
         rps=done / duration,
         p50_ms=p50,
         p99_ms=p99,
-        ttft_p50_ms=_percentiles(ttfts)[0] if stream else None,
+        ttft_p50_ms=percentiles(ttfts)[0] if stream else None,
         tokens_per_s=tokens / duration if stream else None,
         server_cpu=server_cpu / elapsed,
         server_cpu_per_request_us=server_cpu / done * 1e6 if done else float("nan"),
@@ -507,18 +464,6 @@ class Cell:
     """Target key -> the median run."""
 
 
-async def wait_quiet(limit: float) -> None:
-    """Wait (at most ``limit`` seconds) until the machine is idle: under ``NOISY`` of a core
-    busy over half a second. Between runs nothing of ours is busy."""
-    clock = time.perf_counter
-    deadline = clock() + limit
-    while clock() < deadline:
-        before, t0 = busy_seconds(), clock()
-        await asyncio.sleep(0.5)
-        if (busy_seconds() - before) / (clock() - t0) < NOISY:
-            return
-
-
 @dataclass
 class Noise:
     """Runs disturbed by other processes are redone, within a budget of seconds."""
@@ -547,7 +492,7 @@ async def run_all(servers: Sequence[Server], sizes: Sizes, noise: Noise) -> list
                     for attempt in range(1 + MAX_REDOS):
                         if attempt:
                             started = clock()
-                            await wait_quiet(min(noise.left_s, 10.0))
+                            await wait_quiet(min(noise.left_s, 10.0), NOISY)
                         run = await run_load(
                             server,
                             stream=stream,
@@ -571,11 +516,7 @@ async def run_all(servers: Sequence[Server], sizes: Sizes, noise: Noise) -> list
 
 async def measure(servers: Sequence[Server], sizes: Sizes, noise: Noise) -> list[Cell]:
     """``run_all``, cancelled cleanly by SIGTERM or SIGHUP."""
-    task = asyncio.current_task()
-    assert task is not None
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        loop.add_signal_handler(sig, task.cancel)
+    cancel_on_signals()
     return await run_all(servers, sizes, noise)
 
 
@@ -599,24 +540,6 @@ def servers_running(
 
 
 # -- the table -------------------------------------------------------------------------------
-
-
-def millis(value: float | None) -> str:
-    if value is None or value != value:  # None or NaN
-        return "—"
-    if value < 10:
-        return f"{value:.2f}"
-    return f"{value:.1f}" if value < 100 else f"{value:.0f}"
-
-
-def percent(value: float) -> str:
-    return "—" if value != value else f"{value * 100:.0f} %"
-
-
-def micros(value: float) -> str:
-    if value != value:  # NaN
-        return "—"
-    return f"{value:.0f} µs" if value < 10_000 else f"{value / 1e3:.1f} ms"
 
 
 def render_table(cells: Sequence[Cell], targets: Sequence[Target]) -> str:
@@ -648,16 +571,6 @@ def render_table(cells: Sequence[Cell], targets: Sequence[Target]) -> str:
             )
             lines.append("| " + " | ".join(cells_text) + " |")
     return "\n".join(lines)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 SPIN = """
@@ -699,25 +612,6 @@ class Setup:
     cores: int
     pinning: str
     capacity: list[float]
-
-
-def code_version() -> str:
-    """The commit measured, and whether the working tree had changes."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(root), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    described = done.stdout.strip()
-    if described.endswith("-dirty"):
-        return f"commit `{described.removesuffix('-dirty')}` plus uncommitted changes"
-    return f"commit `{described}`"
 
 
 def render_report(
@@ -764,17 +658,6 @@ def render_report(
     )
 
 
-def write_section(path: Path, report: str) -> None:
-    block = f"{BEGIN_MARKER}\n{report}\n{END_MARKER}"
-    text = path.read_text() if path.exists() else ""
-    begin, end = text.find(BEGIN_MARKER), text.find(END_MARKER)
-    if begin >= 0 and end > begin:
-        text = text[:begin] + block + text[end + len(END_MARKER) :]
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
-    path.write_text(text)
-
-
 def pick_cpus() -> tuple[int | None, int | None, str]:
     """(client CPU, server CPU, a description); no pinning on one core."""
     if not hasattr(os, "sched_getaffinity"):
@@ -784,10 +667,6 @@ def pick_cpus() -> tuple[int | None, int | None, str]:
         return None, None, "not pinned (one core)"
     client, server = cpus[0], cpus[1]
     return client, server, f"client pinned to CPU {client}, every server to CPU {server}"
-
-
-def _exit_on_signal(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the blocks that stop the servers
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -828,14 +707,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.profile.mkdir(parents=True, exist_ok=True)
         args.profile = args.profile.resolve()
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = core_count()
     client_cpu, server_cpu, pinning = (None, None, "not pinned") if args.no_pin else pick_cpus()
     setup = Setup(cores or 1, pinning, cpu_capacity([client_cpu, server_cpu]))
     if client_cpu is not None:
         os.sched_setaffinity(0, {client_cpu})
 
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _exit_on_signal)
+    exit_on_signals()
     noise = Noise(args.noise_budget)
     started = time.perf_counter()
     try:
@@ -849,7 +727,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = render_report(cells, targets, sizes, setup, noise, argv)
     print(report)
     if args.markdown is not None:
-        write_section(args.markdown, report)
+        write_section(args.markdown, report, BEGIN_MARKER, END_MARKER)
         log(f"wrote the table into {args.markdown}")
     return 0
 

@@ -37,7 +37,6 @@ import argparse
 import asyncio
 import collections
 import contextlib
-import ctypes
 import importlib.metadata
 import json
 import os
@@ -47,7 +46,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -65,10 +63,32 @@ import aiohttp
 import msgspec
 from aiohttp import web
 
+from harness import (
+    ROOT,
+    busy_seconds,
+    cancel_on_signals,
+    code_version,
+    core_count,
+    cpu_model,
+    die_with_parent,
+    exit_on_signals,
+    free_port,
+    log,
+    log_tail,
+    micros,
+    millis,
+    percent,
+    percentiles,
+    serve_until_stopped,
+    stop_process,
+    verdict,
+    wait_quiet,
+    write_section,
+)
+
 BEGIN_MARKER = "<!-- bench/proxy.py:begin -->"
 END_MARKER = "<!-- bench/proxy.py:end -->"
 
-ROOT = Path(__file__).resolve().parent.parent
 MODEL = "mock-model"
 """The model every target is asked for: the mock's, the gateway's deployment, LiteLLM's alias."""
 TOKENS = 64
@@ -129,19 +149,6 @@ LITELLM = Target("litellm", "LiteLLM proxy")
 TARGETS = (DIRECT, FLOOR, GATEWAY, LITELLM)
 
 
-def log(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-async def _serve_until_stopped(lifetime: float) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), lifetime)
-
-
 # -- the mock upstream and the floor proxy (run in child processes) --------------------------
 
 
@@ -152,7 +159,7 @@ async def _mock_main(port: int, lifetime: float) -> None:
         port=port, models=(MODEL,), record_requests=False, tokens_per_response=TOKENS
     )
     async with mock:
-        await _serve_until_stopped(lifetime)
+        await serve_until_stopped(lifetime)
 
 
 async def _floor_proxy_main(port: int, upstream: str, lifetime: float) -> None:
@@ -197,7 +204,7 @@ async def _floor_proxy_main(port: int, upstream: str, lifetime: float) -> None:
     await runner.setup()
     try:
         await web.TCPSite(runner, "127.0.0.1", port, backlog=2048).start()
-        await _serve_until_stopped(lifetime)
+        await serve_until_stopped(lifetime)
     finally:
         await runner.cleanup()
         await session.close()
@@ -259,13 +266,6 @@ def ensure_litellm(venv: Path, timeout: float = INSTALL_TIMEOUT_S) -> tuple[Path
 # -- server processes -----------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _child_setup(cpu: int | None) -> Callable[[], None] | None:
     """In the child, before exec: pin it (every thread it starts inherits the pinning) and
     have it get SIGTERM when the benchmark dies (Linux only)."""
@@ -276,9 +276,7 @@ def _child_setup(cpu: int | None) -> Callable[[], None] | None:
         if cpu is not None:
             with contextlib.suppress(OSError):
                 os.sched_setaffinity(0, {cpu})
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        die_with_parent()
 
     return setup
 
@@ -334,10 +332,7 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
+        return log_tail(self.log_path, chars)
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -362,14 +357,7 @@ class Server:
             time.sleep(0.1)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                log(f"{self.label} ignored SIGTERM for {STOP_TIMEOUT_S:g} s; killing it")
-                self.process.kill()
-                self.process.wait(STOP_TIMEOUT_S)
+        stop_process(self.process, self.label, STOP_TIMEOUT_S)
         for pid in descendants(self.process.pid):  # e.g. a worker LiteLLM's server forked
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
@@ -431,18 +419,6 @@ def cpu_seconds(pids: Sequence[int]) -> float:
         if fields is not None:
             total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")
-
-
-def busy_seconds() -> float:
-    """CPU time the whole machine spent busy so far (``/proc/stat``; 0 where unknown)."""
-    try:
-        with open("/proc/stat") as stat:
-            fields = [int(v) for v in stat.readline().split()[1:]]
-    except (OSError, ValueError):
-        return 0.0
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    steal = fields[7] if len(fields) > 7 else 0
-    return (sum(fields[:8]) - idle - steal) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -577,14 +553,6 @@ class Sample:
     ok: bool
 
 
-def _percentiles(samples: Sequence[float]) -> tuple[float, float]:
-    if len(samples) < 2:
-        value = samples[0] * 1e3 if samples else float("nan")
-        return value, value
-    cuts = statistics.quantiles(samples, n=100, method="inclusive")
-    return cuts[49] * 1e3, cuts[98] * 1e3
-
-
 async def run_load(
     fleet: Fleet,
     target: Target,
@@ -680,7 +648,7 @@ async def run_load(
             done += inside / (s.end - s.start) if s.end > s.start else 1.0
     started = [s for s in samples if window_start <= s.start < window_end]
     measured = [s for s in started if s.ok]
-    p50, p99 = _percentiles([s.end - s.start for s in measured])
+    p50, p99 = percentiles([s.end - s.start for s in measured])
     ttfts = [s.first - s.start for s in measured if s.first is not None]
     elapsed = cpu["t1"] - cpu["t0"]
     target_cpu = cpu["target1"] - cpu["target0"]
@@ -693,7 +661,7 @@ async def run_load(
         rps=done / duration,
         p50_ms=p50,
         p99_ms=p99,
-        ttft_p50_ms=_percentiles(ttfts)[0] if stream else None,
+        ttft_p50_ms=percentiles(ttfts)[0] if stream else None,
         target_cpu=target_cpu / elapsed,
         target_cpu_per_request_us=target_cpu / done * 1e6 if done else float("nan"),
         mock_cpu=(cpu["mock1"] - cpu["mock0"]) / elapsed,
@@ -725,18 +693,6 @@ class Cell:
     concurrency: int
     runs: dict[str, Run] = field(default_factory=dict)
     """Target key -> the median run."""
-
-
-async def wait_quiet(limit: float) -> None:
-    """Wait (at most ``limit`` seconds) until the machine is idle: under ``NOISY`` of a core
-    busy over half a second."""
-    clock = time.perf_counter
-    deadline = clock() + limit
-    while clock() < deadline:
-        before, t0 = busy_seconds(), clock()
-        await asyncio.sleep(0.5)
-        if (busy_seconds() - before) / (clock() - t0) < NOISY:
-            return
 
 
 async def wait_quiet_start(limit: float, quiet_for: float = 3.0) -> tuple[float, bool]:
@@ -786,7 +742,7 @@ async def run_all(
                     for attempt in range(1 + MAX_REDOS):
                         if attempt:
                             started = clock()
-                            await wait_quiet(min(noise.left_s, 10.0))
+                            await wait_quiet(min(noise.left_s, 10.0), NOISY)
                         run = await run_load(
                             fleet,
                             target,
@@ -893,32 +849,10 @@ async def profile_gateway(fleet: Fleet, out: Path, seconds: float) -> None:
 # -- the report -----------------------------------------------------------------------------
 
 
-def millis(value: float | None) -> str:
-    if value is None or value != value:  # None or NaN
-        return "—"
-    if abs(value) < 10:
-        return f"{value:.2f}"
-    return f"{value:.1f}" if abs(value) < 100 else f"{value:.0f}"
-
-
 def added(value: float | None, base: float | None) -> str:
     if value is None or base is None or value != value or base != base:
         return "—"
     return ("+" if value >= base else "-") + millis(abs(value - base)) + " ms"
-
-
-def percent(value: float) -> str:
-    return "—" if value != value else f"{value * 100:.0f} %"
-
-
-def micros(value: float) -> str:
-    if value != value:  # NaN
-        return "—"
-    return f"{value:.0f} µs" if value < 10_000 else f"{value / 1e3:.1f} ms"
-
-
-def verdict(ok: bool) -> str:
-    return "**PASS**" if ok else "**FAIL**"
 
 
 @dataclass(frozen=True)
@@ -1054,34 +988,6 @@ def render_table(cells: Sequence[Cell], targets: Sequence[Target], fleet: Fleet)
     return "\n".join(lines)
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def code_version() -> str:
-    """The commit measured, and whether the working tree had changes."""
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    described = done.stdout.strip()
-    if described.endswith("-dirty"):
-        return f"commit `{described.removesuffix('-dirty')}` plus uncommitted changes"
-    return f"commit `{described}`"
-
-
 @dataclass(frozen=True)
 class Setup:
     cores: int
@@ -1141,17 +1047,6 @@ def render_report(
     return report, verdicts
 
 
-def write_section(path: Path, report: str) -> None:
-    block = f"{BEGIN_MARKER}\n{report}\n{END_MARKER}"
-    text = path.read_text() if path.exists() else ""
-    begin, end = text.find(BEGIN_MARKER), text.find(END_MARKER)
-    if begin >= 0 and end > begin:
-        text = text[:begin] + block + text[end + len(END_MARKER) :]
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
-    path.write_text(text)
-
-
 # -- main -----------------------------------------------------------------------------------
 
 
@@ -1174,10 +1069,6 @@ def pick_cpus(mock_on: str) -> tuple[int | None, int | None, int | None, str]:
     )
 
 
-def _exit_on_signal(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the blocks that stop the servers
-
-
 async def measure(
     fleet: Fleet,
     targets: Sequence[Target],
@@ -1187,11 +1078,7 @@ async def measure(
     quiet_wait: float,
 ) -> list[Cell]:
     """``run_all`` (then the profile), cancelled cleanly by SIGTERM or SIGHUP."""
-    task = asyncio.current_task()
-    assert task is not None
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        loop.add_signal_handler(sig, task.cancel)
+    cancel_on_signals()
     if quiet_wait > 0:
         log(f"waiting for a quiet machine (at most {quiet_wait:g} s)")
         noise.start_wait_s, noise.quiet_at_start = await wait_quiet_start(quiet_wait)
@@ -1274,7 +1161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if litellm[0] is None:
             log(f"LiteLLM not measured: {litellm[1]}")
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = core_count()
     if args.no_pin:
         client_cpu = server_cpu = mock_cpu = None
         pinning = "not pinned"
@@ -1284,8 +1171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.sched_setaffinity(0, {client_cpu})
     setup = Setup(cores or 1, pinning, argv)
 
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _exit_on_signal)
+    exit_on_signals()
     noise = Noise(args.noise_budget)
     started = time.perf_counter()
     try:
@@ -1300,7 +1186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(report)
     log(f"targets: {verdicts.passed} of {verdicts.total} pass")
     if args.markdown is not None:
-        write_section(args.markdown, report)
+        write_section(args.markdown, report, BEGIN_MARKER, END_MARKER)
         log(f"wrote the report into {args.markdown}")
     return 0
 
