@@ -16,6 +16,7 @@ program (a bad name, an actor that cannot even start).
     ├── PermissionDenied                          final       403
     ├── NotFound                                  final       404
     │   └── ModelNotFound                         final       404 model_not_found
+    ├── Conflict                                  final       409 (the admin API: exists)
     ├── RequestTooLarge                           final       413
     ├── Backpressure                              retryable   429 + Retry-After
     │   ├── MailboxFull                           retryable   (an actor's bounded mailbox)
@@ -24,7 +25,8 @@ program (a bad name, an actor that cannot even start).
     ├── Unavailable                               retryable   503 + Retry-After
     │   ├── NoHealthyReplica                      retryable   (none routable, or all failed)
     │   ├── ReplicaFailed                         retryable   (its context was poisoned)
-    │   └── CircuitOpen                           retryable
+    │   ├── CircuitOpen                           retryable
+    │   └── PlacementFailed                       retryable   (no node/GPU fits a replica)
     ├── UpstreamError                             retryable   502
     ├── GatewayTimeout                            retryable   504
     ├── EngineError                                           (raised by model runners)
@@ -123,6 +125,10 @@ class ModelNotFound(NotFound):
         self.param = "model"
 
 
+class Conflict(InferenceRuntimeError):
+    """The change clashes with the current state (creating a deployment that exists)."""
+
+
 class RequestTooLarge(InferenceRuntimeError):
     """The body is over the gateway's limit."""
 
@@ -165,6 +171,10 @@ class ReplicaFailed(Unavailable):
 
 class CircuitOpen(Unavailable):
     """The circuit breaker for the upstream is open."""
+
+
+class PlacementFailed(Unavailable):
+    """No node can take a replica now; the message says why (and shows in the status)."""
 
 
 class UpstreamError(InferenceRuntimeError):

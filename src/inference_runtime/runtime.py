@@ -1,58 +1,121 @@
 """``Runtime``: the whole topology built from a config, started and stopped as one.
 
-It is the seed's canonical wiring (coordinator, manager, metrics, gateway) plus the deployments
-of the config file, and a graceful stop: stop accepting, drain in-flight requests (bounded), then
-stop every actor, children before parents.
+It is the seed's canonical wiring (coordinator, placement, manager, metrics, gateway) over the
+state database (the catalog and the spend ledger), the deployments of the config file, and a
+graceful stop: stop accepting, drain in-flight requests (bounded), then stop every actor,
+children before parents.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import sqlite3
+from collections.abc import Callable, Sequence
 
 from inference_runtime.actors import ActorRef, ActorSystem, Props
-from inference_runtime.cluster import ApplyDeployment, DeploymentManagerActor, DpCoordinatorActor
-from inference_runtime.config import RuntimeConfig
+from inference_runtime.cluster import (
+    DeploymentManagerActor,
+    DeploymentPlacementActor,
+    DpCoordinatorActor,
+    ListDeployments,
+    NodeInfo,
+    probe_local_node,
+)
+from inference_runtime.cluster.manager import check_deployment
+from inference_runtime.config import RuntimeConfig, read_environment
+from inference_runtime.errors import RequestError
 from inference_runtime.gateway import Drain, GetAddress, spawn_gateway
-from inference_runtime.metrics import MetricsActor
+from inference_runtime.metrics import BudgetLedger, MetricsActor
+from inference_runtime.storage import CatalogStore, SqliteSpendStore, open_database
 
 log = logging.getLogger("inference_runtime")
 COORDINATOR_MAILBOX = 65_536
 METRICS_MAILBOX = 65_536
 
 
+def state_path(config: RuntimeConfig) -> str:
+    """The state database: ``storage.path``, else ``state.db`` in the data folder."""
+    if config.storage.path:
+        return os.path.expanduser(config.storage.path)
+    return os.path.join(read_environment().data_dir, "state.db")
+
+
 class Runtime:
-    def __init__(self, config: RuntimeConfig, *, name: str = "inference") -> None:
+    """``inventory``: the nodes placement may use (default: this machine, probed)."""
+
+    def __init__(
+        self,
+        config: RuntimeConfig,
+        *,
+        name: str = "inference",
+        inventory: Callable[[], Sequence[NodeInfo]] | None = None,
+    ) -> None:
         self.config = config
         self.name = name
+        self.inventory = inventory or (lambda: [probe_local_node()])
         self.system: ActorSystem | None = None
         self.gateway: ActorRef | None = None
         self.manager: ActorRef | None = None
         self.address: tuple[str, int] | None = None
+        self.database: sqlite3.Connection | None = None
 
     async def start(self) -> tuple[str, int]:
-        """Build the topology, apply the config's deployments, listen; returns (host, port)."""
+        """Open the state, build the topology (restoring the catalog, applying the config's
+        deployments), listen; returns (host, port)."""
+        config = self.config
+        for deployment in config.deployments:
+            try:
+                check_deployment(deployment)
+            except RequestError as error:
+                raise ValueError(f"deployments[{deployment.name}].{error}") from None
+        self.database = open_database(state_path(config))
         system = self.system = ActorSystem.create(self.name)
-        # one route ask and one release per request, plus load reports: a deep mailbox
-        dp = system.actor_of(
-            Props.create(lambda: DpCoordinatorActor(), mailbox_capacity=COORDINATOR_MAILBOX), "dp"
-        )
-        metrics = system.actor_of(
-            Props.create(lambda: MetricsActor(), mailbox_capacity=METRICS_MAILBOX), "metrics"
-        )
-        self.manager = system.actor_of(
-            Props.create(lambda: DeploymentManagerActor(coordinator=dp, metrics=metrics)), "mgr"
-        )
+        clock = system.clock
+        ledger = BudgetLedger(clock.now, SqliteSpendStore(self.database, now=clock.now))
+        store = CatalogStore(self.database)
+        inventory = self.inventory
         try:
-            for deployment in self.config.deployments:
-                await self.manager.ask(ApplyDeployment(deployment))
-            self.gateway = spawn_gateway(system, self.config.gateway, dp)
+            # one route ask and one release per request, plus load reports: a deep mailbox
+            dp = system.actor_of(
+                Props.create(lambda: DpCoordinatorActor(), mailbox_capacity=COORDINATOR_MAILBOX),
+                "dp",
+            )
+            metrics = system.actor_of(
+                Props.create(lambda: MetricsActor(ledger=ledger), mailbox_capacity=METRICS_MAILBOX),
+                "metrics",
+            )
+            placement = system.actor_of(
+                Props.create(lambda: DeploymentPlacementActor(inventory)), "placement"
+            )
+            self.manager = system.actor_of(
+                Props.create(
+                    lambda: DeploymentManagerActor(
+                        coordinator=dp,
+                        metrics=metrics,
+                        placement=placement,
+                        store=store,
+                        initial=config.deployments,
+                        config=config.manager,
+                    )
+                ),
+                "mgr",
+            )
+            await self.manager.ask(ListDeployments())  # restored and started before we listen
+            self.gateway = spawn_gateway(system, config.gateway, dp, auth=config.auth)
             self.address = await self.gateway.ask(GetAddress())
         except BaseException:
             await system.shutdown()
+            self._close_database()
             raise
         return self.address
+
+    def _close_database(self) -> None:
+        if self.database is not None:
+            self.database.close()
+            self.database = None
 
     async def stop(self) -> None:
         if self.system is None:
@@ -64,6 +127,7 @@ class Runtime:
             except Exception as error:  # the drain is best effort; the stop is not
                 log.warning("drain failed: %r", error)
         await self.system.shutdown()
+        self._close_database()
 
     async def serve_forever(self) -> None:
         """Run until SIGINT or SIGTERM, then drain and stop."""

@@ -34,7 +34,7 @@ from inference_runtime.types import Deployment, ReplicaState
 async def test_idempotent_request_retried_on_another_replica() -> None:
     built: list[FakeRunner] = []
 
-    def factory(dep: Deployment) -> FakeRunner:
+    def factory(dep: Deployment, **_: object) -> FakeRunner:
         # the first replica's runner is poisoned by "MAYBE"; the second one is not
         config = {**dep.runtime_config, "poison_marker": "MAYBE"} if not built else {}
         runner = FakeRunner(Deployment.from_dict({**dep.to_dict(), "runtime_config": config}))

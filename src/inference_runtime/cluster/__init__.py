@@ -1,5 +1,5 @@
-"""The cluster layer: the coordinator (routing table and policies); placement and the deployment
-manager build on it."""
+"""The cluster layer: the coordinator (routing table and policies), placement on nodes and GPUs,
+and the deployment manager (the catalog, reconciled into running replicas)."""
 
 from inference_runtime.cluster.coordinator import (
     DeregisterReplica,
@@ -14,13 +14,25 @@ from inference_runtime.cluster.coordinator import (
     RoutingTableSnapshot,
     SetReplicaState,
 )
+from inference_runtime.cluster.inventory import GpuInfo, NodeInfo, probe_local_node
 from inference_runtime.cluster.manager import (
     ApplyDeployment,
     CatalogChanged,
     DeleteDeployment,
     DeploymentManagerActor,
+    GetDeploymentStatus,
     ListDeployments,
+    RebuildSession,
+    ScaleDeployment,
     WatchCatalog,
+)
+from inference_runtime.cluster.placement import (
+    DeploymentPlacementActor,
+    GetInventory,
+    Placement,
+    Placer,
+    PlaceReplica,
+    ReleaseReplica,
 )
 from inference_runtime.cluster.routing import ReplicaEntry, RoutingPolicy, make_policy
 
@@ -29,12 +41,22 @@ __all__ = [
     "CatalogChanged",
     "DeleteDeployment",
     "DeploymentManagerActor",
+    "DeploymentPlacementActor",
     "DeregisterReplica",
     "DpCoordinatorActor",
+    "GetDeploymentStatus",
+    "GetInventory",
     "GetRoutingTable",
+    "GpuInfo",
     "ListDeployments",
+    "NodeInfo",
+    "PlaceReplica",
+    "Placement",
+    "Placer",
+    "RebuildSession",
     "RegisterReplica",
     "Release",
+    "ReleaseReplica",
     "ReplicaEntry",
     "ReplicaSnapshot",
     "Route",
@@ -42,7 +64,9 @@ __all__ = [
     "RoutingPolicy",
     "RoutingTable",
     "RoutingTableSnapshot",
+    "ScaleDeployment",
     "SetReplicaState",
     "WatchCatalog",
     "make_policy",
+    "probe_local_node",
 ]

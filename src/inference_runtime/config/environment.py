@@ -22,6 +22,13 @@ class Environment(msgspec.Struct, frozen=True, kw_only=True):
     cache_dir: str = ""
     """INFERENCE_RUNTIME_CACHE_DIR, else $XDG_CACHE_HOME/inference-runtime, else
     ~/.cache/inference-runtime: where converted models are kept."""
+    data_dir: str = ""
+    """INFERENCE_RUNTIME_DATA_DIR, else $XDG_DATA_HOME/inference-runtime, else
+    ~/.local/share/inference-runtime: where the state database lives by default."""
+    url: str | None = None
+    """INFERENCE_RUNTIME_URL: the server the CLI's admin verbs talk to."""
+    admin_key: Secret = Secret("")
+    """INFERENCE_RUNTIME_ADMIN_KEY: the admin key the CLI's admin verbs send."""
 
 
 def read_secret(*, env: str | None = None, file: str | None = None) -> Secret:
@@ -45,6 +52,30 @@ def read_secret(*, env: str | None = None, file: str | None = None) -> Secret:
     return Secret("")
 
 
+def read_keys(
+    *, inline: tuple[str, ...] = (), env: str | None = None, file: str | None = None
+) -> tuple[Secret, ...]:
+    """Keys from the config, an environment variable (comma-separated) and a file (one per
+    line, ``#`` comments); a source named but missing or empty is an error."""
+    keys = [k.strip() for k in inline if k.strip()]
+    if env:
+        value = os.environ.get(env)
+        if not value:
+            raise ValueError(f"the environment variable {env} is not set")
+        keys += [k.strip() for k in value.split(",") if k.strip()]
+    if file:
+        try:
+            with open(os.path.expanduser(file)) as handle:
+                lines = handle.read().splitlines()
+        except OSError as error:
+            raise ValueError(f"cannot read {file}: {error.strerror}") from None
+        found = [ln.split("#", 1)[0].strip() for ln in lines]
+        if not any(found):
+            raise ValueError(f"{file} holds no key")
+        keys += [k for k in found if k]
+    return tuple(Secret(k) for k in dict.fromkeys(keys))
+
+
 def read_environment(environ: Mapping[str, str] | None = None) -> Environment:
     env = os.environ if environ is None else environ
     port = env.get("INFERENCE_RUNTIME_PORT")
@@ -60,4 +91,11 @@ def read_environment(environ: Mapping[str, str] | None = None) -> Environment:
             env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
             "inference-runtime",
         ),
+        data_dir=env.get("INFERENCE_RUNTIME_DATA_DIR")
+        or os.path.join(
+            env.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share"),
+            "inference-runtime",
+        ),
+        url=env.get("INFERENCE_RUNTIME_URL") or None,
+        admin_key=Secret(env.get("INFERENCE_RUNTIME_ADMIN_KEY", "").strip()),
     )

@@ -22,6 +22,8 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     """Larger request bodies get 413."""
     drain_timeout_s: float = 30.0
     """On shutdown, how long in-flight requests may take to finish."""
+    max_messages: int = 2048
+    """Chat requests with more messages get 400."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -30,6 +32,79 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             raise ValueError("gateway.max_body_bytes: must be >= 1024")
         if self.drain_timeout_s < 0:
             raise ValueError("gateway.drain_timeout_s: must be >= 0")
+        if self.max_messages < 1:
+            raise ValueError("gateway.max_messages: must be >= 1")
+
+
+class AuthConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Who may call the API. Keys are read when the server starts; each source may be combined
+    with the others. Prefer ``*_env`` or ``*_file`` over keys written into the config."""
+
+    api_keys: tuple[str, ...] = ()
+    """Bearer keys accepted on ``/v1/*``."""
+    api_keys_env: str | None = None
+    """An environment variable holding API keys, separated by commas."""
+    api_keys_file: str | None = None
+    """A file holding API keys, one per line (``#`` starts a comment)."""
+    admin_key: str | None = None
+    """The Bearer key of ``/admin/*``. With no admin key, the admin API is open only while no
+    API key is configured either (a loopback development server); otherwise it answers 403."""
+    admin_key_env: str | None = None
+    """An environment variable holding the admin key."""
+    admin_key_file: str | None = None
+    """A file holding the admin key."""
+    requests_per_minute: int | None = None
+    """Per API key: more requests than this within a minute get 429."""
+    allow_unauthenticated: bool = False
+    """Serve on a non-loopback address with no API key (refused unless this is true)."""
+
+    def __post_init__(self) -> None:
+        if self.requests_per_minute is not None and self.requests_per_minute < 1:
+            raise ValueError("auth.requests_per_minute: must be >= 1")
+
+    def __repr__(self) -> str:
+        # the keys themselves never show, even in a debug print of the config
+        return (
+            f"AuthConfig(api_keys=<{len(self.api_keys)} inline>, api_keys_env={self.api_keys_env!r}"
+            f", api_keys_file={self.api_keys_file!r}"
+            f", admin_key={'<set>' if self.admin_key else None}"
+            f", admin_key_env={self.admin_key_env!r}, admin_key_file={self.admin_key_file!r}"
+            f", requests_per_minute={self.requests_per_minute})"
+        )
+
+
+class StorageConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where the catalog of deployments and the spend ledger are kept."""
+
+    path: str | None = None
+    """The SQLite file; default ``state.db`` in the data folder ($INFERENCE_RUNTIME_DATA_DIR,
+    else $XDG_DATA_HOME/inference-runtime, else ~/.local/share/inference-runtime).
+    ``:memory:`` keeps nothing across restarts."""
+
+
+class ManagerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How the deployment manager drives replicas toward the catalog."""
+
+    health_interval_s: float = 5.0
+    """How often every replica's engine is asked for its progress."""
+    hang_timeout_s: float = 120.0
+    """A replica with work waiting or running whose engine has not finished a step for this
+    long is hung: it is taken out and re-placed like a failed one."""
+    drain_timeout_s: float = 60.0
+    """Scale-down, delete and rolling updates wait this long for a replica's requests to
+    finish before stopping it."""
+    ready_timeout_s: float = 600.0
+    """A rolling update waits this long for a new replica to become healthy (loading weights)
+    before it stops and reports the update as stuck."""
+    replace_backoff_s: float = 1.0
+    """Pause before re-placing a failed replica (doubled on each failure in a row, max 60 s)."""
+
+    def __post_init__(self) -> None:
+        for name in ("health_interval_s", "hang_timeout_s", "ready_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"manager.{name}: must be > 0")
+        if self.drain_timeout_s < 0 or self.replace_backoff_s < 0:
+            raise ValueError("manager: drain_timeout_s and replace_backoff_s must be >= 0")
 
 
 class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -37,6 +112,10 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 
     gateway: GatewayConfig = GatewayConfig()
     deployments: tuple[Deployment, ...] = ()
+    """Applied at every start; a deployment named here replaces a stored one of the same name."""
+    auth: AuthConfig = AuthConfig()
+    storage: StorageConfig = StorageConfig()
+    manager: ManagerConfig = ManagerConfig()
 
     def __post_init__(self) -> None:
         names = [d.name for d in self.deployments]

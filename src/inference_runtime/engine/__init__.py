@@ -1,7 +1,12 @@
 """Local engine cores: continuous batching over a ModelRunner, under two-tier supervision."""
 
 from inference_runtime.engine.core import AbortRequest, AddRequest, Admitted, EngineCoreActor
-from inference_runtime.engine.replica import EngineStatistics, GetEngineStats, ReplicaActor
+from inference_runtime.engine.replica import (
+    EngineStatistics,
+    GetEngineStats,
+    ReplicaActor,
+    ReplicaDown,
+)
 from inference_runtime.engine.runner import (
     ModelRunner,
     RunnerInfo,
@@ -24,6 +29,7 @@ __all__ = [
     "GetEngineStats",
     "ModelRunner",
     "ReplicaActor",
+    "ReplicaDown",
     "RunnerInfo",
     "ScheduledBatch",
     "ScheduledSequence",

@@ -55,6 +55,15 @@ class EngineStatistics:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplicaDown:
+    """Told to the replica's parent (the deployment manager) when supervision takes the replica
+    out: its context failed beyond the restart window. The parent re-places it."""
+
+    replica_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class _LoopCrashed:
     error: BaseException
 
@@ -162,6 +171,9 @@ class ReplicaActor(Actor):
         self.state, self.reason, self.runner = ReplicaState.FAILED, reason, None
         self._fail_all(ReplicaFailed(f"replica {self.replica_id} failed: {reason}"))
         self._report_load()
+        parent = self.context.parent
+        if parent is not None:
+            parent.tell(ReplicaDown(self.replica_id, reason), sender=self.context.self_ref)
 
     # -- the loop and the reports ------------------------------------------------------
 

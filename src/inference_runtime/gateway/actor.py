@@ -7,7 +7,7 @@ from typing import Any
 
 from inference_runtime.actors import Actor, ActorRef, ActorSystem, Props
 from inference_runtime.cluster import CatalogChanged, WatchCatalog
-from inference_runtime.config import GatewayConfig
+from inference_runtime.config import AuthConfig, GatewayConfig
 from inference_runtime.gateway.server import GatewayServer
 
 
@@ -31,11 +31,13 @@ class ApiGatewayActor(Actor):
         *,
         manager: ActorRef | None = None,
         metrics: ActorRef | None = None,
+        auth: AuthConfig | None = None,
     ) -> None:
         self.config = config
         self.coordinator = coordinator
         self.manager = manager
         self.metrics = metrics
+        self.auth = auth
 
     async def pre_start(self) -> None:
         system = self.context.system
@@ -47,6 +49,9 @@ class ApiGatewayActor(Actor):
             spawn=self.context.spawn,
             coordinator=self.coordinator,
             metrics=metrics,
+            manager=manager,
+            placement=system.child("placement"),
+            auth=self.auth,
         )
         await self.server.start()
         if manager is not None:
@@ -73,11 +78,17 @@ def spawn_gateway(
     *,
     manager: ActorRef | None = None,
     metrics: ActorRef | None = None,
+    auth: AuthConfig | None = None,
     name: str = "gateway",
 ) -> ActorRef:
     """Start the HTTP gateway as ``/user/<name>``. The deployment manager and the metrics actor
-    are found at ``/user/mgr`` and ``/user/metrics`` unless given (the seed's wiring)."""
+    are found at ``/user/mgr`` and ``/user/metrics`` unless given (the seed's wiring); ``auth``:
+    who may call it (default: no keys, which only a loopback address allows)."""
     return system.actor_of(
-        Props(lambda: ApiGatewayActor(config, coordinator, manager=manager, metrics=metrics)),
+        Props(
+            lambda: ApiGatewayActor(
+                config, coordinator, manager=manager, metrics=metrics, auth=auth
+            )
+        ),
         name,
     )

@@ -18,8 +18,8 @@ import msgspec
 from aiohttp import web
 
 from inference_runtime.actors import ActorRef, ActorSystem, Props
-from inference_runtime.cluster import GetRoutingTable, RoutingTableSnapshot
-from inference_runtime.config import GatewayConfig
+from inference_runtime.cluster import GetDeploymentStatus, GetRoutingTable, RoutingTableSnapshot
+from inference_runtime.config import AuthConfig, GatewayConfig
 from inference_runtime.errors import (
     InferenceRuntimeError,
     ModelNotFound,
@@ -28,8 +28,11 @@ from inference_runtime.errors import (
     RequestTooLarge,
 )
 from inference_runtime.gateway import schema
+from inference_runtime.gateway.admin import AdminRoutes
+from inference_runtime.gateway.auth import Authenticator, auth_middleware
 from inference_runtime.gateway.embeddings import create_embeddings
 from inference_runtime.gateway.errors import error_body, to_http
+from inference_runtime.gateway.limits import apply_limits
 from inference_runtime.gateway.openapi import OPENAPI
 from inference_runtime.gateway.request_actor import RequestActor, RequestJob
 from inference_runtime.gateway.responses import DONE, StreamEncoder, completion_body, error_frame
@@ -110,8 +113,15 @@ class GatewayServer:
         spawn: Spawn,
         coordinator: ActorRef,
         metrics: ActorRef | None,
+        manager: ActorRef | None = None,
+        placement: ActorRef | None = None,
+        auth: AuthConfig | None = None,
     ) -> None:
         self.config = config
+        self.authenticator = Authenticator(
+            auth or AuthConfig(), host=config.host, clock=system.clock.now
+        )
+        self.admin = AdminRoutes(manager=manager, placement=placement)
         self.system = system
         self.spawn = spawn
         self.coordinator = coordinator
@@ -128,7 +138,11 @@ class GatewayServer:
     # -- lifecycle -----------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.config.max_body_bytes, middlewares=[_errors])
+        app = web.Application(
+            client_max_size=self.config.max_body_bytes,
+            middlewares=[_errors, auth_middleware(self.authenticator)],
+        )
+        self.admin.add_to(app)
         app.router.add_post("/v1/chat/completions", self.chat_completions)
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/embeddings", self.embeddings)
@@ -183,7 +197,12 @@ class GatewayServer:
         schema.validate_chat(req, remote=remote)
         passthrough = msgspec.json.decode(body) if remote else None
         rid = "chatcmpl-" + uuid.uuid4().hex
-        sampling = schema.sampling_of(req)
+        sampling = apply_limits(
+            schema.sampling_of(req),
+            deployment=deployment,
+            messages=len(req.messages),
+            gateway=self.config,
+        )
         messages = tuple(req.messages)
         session = request.headers.get("X-Session-Id") or req.user
         group = tuple(
@@ -211,7 +230,9 @@ class GatewayServer:
         prompts = schema.prompts_of(req)
         passthrough = msgspec.json.decode(body) if remote else None
         rid = "cmpl-" + uuid.uuid4().hex
-        sampling = schema.sampling_of(req)
+        sampling = apply_limits(
+            schema.sampling_of(req), deployment=deployment, messages=0, gateway=self.config
+        )
         session = request.headers.get("X-Session-Id") or req.user
         groups = [
             tuple(
@@ -376,6 +397,7 @@ class GatewayServer:
             raise NotFound("no MetricsActor is running")
         snapshot = await self.metrics.ask(GetSnapshot(), timeout=5)
         table: RoutingTableSnapshot = await self.coordinator.ask(GetRoutingTable(), timeout=5)
+        history = await self._replica_history()
         replicas = [
             ReplicaGauge(
                 deployment=r.deployment,
@@ -385,6 +407,8 @@ class GatewayServer:
                 waiting=r.waiting,
                 running=r.running,
                 context_restarts=r.context_restarts,
+                failures=history.get(r.replica_id, (0, 0))[0],
+                moves=history.get(r.replica_id, (0, 0))[1],
             )
             for rows in table.deployments.values()
             for r in rows
@@ -408,6 +432,15 @@ class GatewayServer:
             circuits=circuits,
         )
         return web.Response(body=body, headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
+
+    async def _replica_history(self) -> dict[str, tuple[int, int]]:
+        """(failures, moves) per replica id, from the deployment manager when there is one."""
+        if self.admin.manager is None:
+            return {}
+        views = await self.admin.manager.ask(GetDeploymentStatus(), timeout=5)
+        return {
+            r["id"]: (r["failures"], r["moves"]) for view in views for r in view["replica_list"]
+        }
 
     async def openapi(self, request: web.Request) -> web.Response:
         return _json(OPENAPI)

@@ -37,6 +37,10 @@ class ReplicaGauge:
     waiting: int = 0
     running: int = 0
     context_restarts: int = 0
+    failures: int = 0
+    """Times supervision or the health check took the replica out (it was re-placed)."""
+    moves: int = 0
+    """Times it was re-placed somewhere else (another GPU or node)."""
 
     @classmethod
     def from_load(cls, load: EngineLoad, *, in_flight: int = 0) -> ReplicaGauge:
@@ -135,8 +139,18 @@ def _replica_families(replicas: list[ReplicaGauge]) -> Iterator[Metric]:
     restarts = CounterMetricFamily(
         PREFIX + "context_restarts", "Model context rebuilds of the replica.", labels=labels
     )
+    failures = CounterMetricFamily(
+        PREFIX + "replica_failures",
+        "Times the replica was taken out (supervision, health check) and re-placed.",
+        labels=labels,
+    )
+    moves = CounterMetricFamily(
+        PREFIX + "replica_moves", "Times the replica was re-placed elsewhere.", labels=labels
+    )
     for replica in replicas:
         ids = [replica.deployment, replica.replica_id]
+        failures.add_metric(ids, replica.failures)
+        moves.add_metric(ids, replica.moves)
         in_flight.add_metric(ids, replica.in_flight)
         queue_depth.add_metric(ids, replica.waiting)
         running.add_metric(ids, replica.running)
@@ -146,7 +160,7 @@ def _replica_families(replicas: list[ReplicaGauge]) -> Iterator[Metric]:
         for name in names:
             state.add_metric([*ids, name], 1.0 if name == replica.state else 0.0)
         restarts.add_metric(ids, replica.context_restarts)
-    yield from (in_flight, queue_depth, running, state, restarts)
+    yield from (in_flight, queue_depth, running, state, restarts, failures, moves)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,8 @@ gives the same answer. ``runtime_config``:
 - ``output_tokens`` (32): the natural answer length; then the sequence ends with EOS.
 - ``poison_marker``: a prompt containing it raises ``ContextPoisoned`` (the context stays
   poisoned until rebuilt). ``oom_marker``: raises ``OutOfMemory`` for that sequence.
-  ``fatal_marker``: raises ``Unrecoverable``.
+  ``fatal_marker``: raises ``Unrecoverable``. ``hang_marker``: the step never returns (a hung
+  device: only a health check on the engine's progress notices).
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ _SETTINGS = {
     "poison_marker": None,
     "oom_marker": None,
     "fatal_marker": None,
+    "hang_marker": None,
 }
 
 
@@ -126,6 +128,7 @@ class FakeRunner:
         self.poison_marker: str | None = cfg["poison_marker"]
         self.oom_marker: str | None = cfg["oom_marker"]
         self.fatal_marker: str | None = cfg["fatal_marker"]
+        self.hang_marker: str | None = cfg["hang_marker"]
         self.device = device
         self._info = RunnerInfo(
             runtime="fake",
@@ -165,6 +168,8 @@ class FakeRunner:
             raise ContextPoisoned("fake context is poisoned; it must be rebuilt")
         prefills = [s for s in batch.sequences if s.prefill]
         self._inject_faults(prefills)
+        if self.hang_marker and any(self.hang_marker in s.prompt_text for s in prefills):
+            await asyncio.Event().wait()  # nothing ever sets it
         delay = self.token_latency + (self.prefill_latency if prefills else 0.0)
         await asyncio.sleep(delay)
         self.steps += 1

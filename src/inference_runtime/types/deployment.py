@@ -36,6 +36,9 @@ class ServingConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     """How long ``queue`` waits for capacity before answering 429."""
     retry_after_s: float = 1.0
     """The Retry-After hint given with a 429 for backpressure."""
+    max_tokens: int | None = None
+    """The most tokens a request may ask to generate (``max_tokens`` or
+    ``max_completion_tokens``); asking more is a 400, asking nothing means this many."""
 
     def __post_init__(self) -> None:
         if self.max_concurrent < 1:
@@ -48,6 +51,8 @@ class ServingConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             raise _rule("serving.queue_timeout_s", "must be > 0")
         if self.retry_after_s <= 0:
             raise _rule("serving.retry_after_s", "must be > 0")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise _rule("serving.max_tokens", "must be >= 1")
 
 
 class Pricing(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -99,6 +104,9 @@ class Deployment(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     """Independent copies; requests are routed among them."""
     gpus: int = 0
     """GPUs per replica (local runtimes)."""
+    gpu_memory_gib: float | None = None
+    """Free GPU memory each of a replica's GPUs must offer. Unset: a replica takes its GPUs
+    whole; set: replicas share a GPU while each still finds this much free on it."""
     serving: ServingConfig = ServingConfig()
     fallbacks: tuple[str, ...] = ()
     """Deployments to try, in order, when this one has no capacity or no healthy replica."""
@@ -122,6 +130,8 @@ class Deployment(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
             raise _rule("replicas", "must be >= 0")
         if self.gpus < 0:
             raise _rule("gpus", "must be >= 0")
+        if self.gpu_memory_gib is not None and self.gpu_memory_gib <= 0:
+            raise _rule("gpu_memory_gib", "must be > 0 (or unset: whole GPUs)")
         if self.gpus and self.runtime in ("openai", "anthropic"):
             raise _rule("gpus", f"a remote runtime ({self.runtime}) uses no GPU; set gpus: 0")
         if self.routing not in ROUTING_POLICIES:

@@ -1,0 +1,173 @@
+"""The admin API under ``/admin``: the catalog of deployments over HTTP (the CLI's verbs use it).
+
+Every write is committed by the deployment manager before it answers. Answers never show a
+secret: any field of a spec whose name says key, token, secret or password is masked (names
+ending in ``_env`` or ``_file`` say where a secret is, not what it is, and stay).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from inference_runtime.actors import ActorRef
+from inference_runtime.cluster import (
+    ApplyDeployment,
+    DeleteDeployment,
+    GetDeploymentStatus,
+    GetInventory,
+    RebuildSession,
+    ScaleDeployment,
+)
+from inference_runtime.errors import NotFound, RequestError
+from inference_runtime.types import Deployment
+
+MASK = "***"
+_SECRET = re.compile(r"(key|token|secret|password|authorization|credential)", re.IGNORECASE)
+_ASK_TIMEOUT_S = 30.0
+
+
+def mask_secrets(value: Any) -> Any:
+    """A copy of ``value`` with secret-looking fields replaced by ``***``."""
+    if isinstance(value, dict):
+        return {
+            k: MASK
+            if isinstance(k, str)
+            and _SECRET.search(k)
+            and not k.endswith(("_env", "_file"))
+            and value[k] not in (None, "")
+            else mask_secrets(value[k])
+            for k in value
+        }
+    if isinstance(value, list | tuple):
+        return [mask_secrets(v) for v in value]
+    return value
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        body=msgspec.json.encode(body), status=status, content_type="application/json"
+    )
+
+
+def _masked(view: dict[str, Any]) -> dict[str, Any]:
+    return {**view, "spec": mask_secrets(view["spec"])}
+
+
+async def _json_body(request: web.Request) -> Any:
+    body = await request.read()
+    if not body:
+        raise RequestError("the request body is empty; send a JSON object")
+    try:
+        return msgspec.json.decode(body)
+    except msgspec.DecodeError as error:
+        raise RequestError(f"the request body is not valid JSON: {error}") from None
+
+
+def _deployment(data: Any, *, name: str | None = None) -> Deployment:
+    if not isinstance(data, dict):
+        raise RequestError("a deployment is a JSON object (name, runtime, model, ...)")
+    if name is not None and data.setdefault("name", name) != name:
+        raise RequestError(
+            f"name: the body says {data['name']!r} but the path says {name!r}", param="name"
+        )
+    try:
+        return Deployment.from_dict(data)
+    except ValueError as error:
+        raise RequestError(str(error)) from None
+
+
+class AdminRoutes:
+    def __init__(self, *, manager: ActorRef | None, placement: ActorRef | None) -> None:
+        self.manager = manager
+        self.placement = placement
+
+    def add_to(self, app: web.Application) -> None:
+        deployments = "/admin/deployments"
+        app.router.add_get(deployments, self.list_deployments)
+        app.router.add_post(deployments, self.create)
+        app.router.add_post(deployments + "/{name:.+}/scale", self.scale)
+        app.router.add_post(deployments + "/{name:.+}/rebuild-session", self.rebuild_session)
+        app.router.add_get(deployments + "/{name:.+}", self.get)
+        app.router.add_put(deployments + "/{name:.+}", self.update)
+        app.router.add_delete(deployments + "/{name:.+}", self.delete)
+        app.router.add_get("/admin/status", self.status)
+
+    async def _ask(self, message: Any) -> Any:
+        if self.manager is None:
+            raise NotFound("no DeploymentManagerActor runs: the admin API is not available")
+        return await self.manager.ask(message, timeout=_ASK_TIMEOUT_S)
+
+    async def list_deployments(self, request: web.Request) -> web.Response:
+        views = await self._ask(GetDeploymentStatus())
+        return _json({"object": "list", "data": [_masked(v) for v in views]})
+
+    async def get(self, request: web.Request) -> web.Response:
+        view = await self._ask(GetDeploymentStatus(request.match_info["name"]))
+        return _json(_masked(view))
+
+    async def create(self, request: web.Request) -> web.Response:
+        deployment = _deployment(await _json_body(request))
+        await self._ask(ApplyDeployment(deployment, source="api", create=True))
+        view = await self._ask(GetDeploymentStatus(deployment.name))
+        return _json(_masked(view), status=201)
+
+    async def update(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        deployment = _deployment(await _json_body(request), name=name)
+        await self._ask(ApplyDeployment(deployment, source="api"))
+        return _json(_masked(await self._ask(GetDeploymentStatus(name))))
+
+    async def scale(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        data = await _json_body(request)
+        replicas = data.get("replicas") if isinstance(data, dict) else None
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+            raise RequestError(
+                'replicas: send {"replicas": N} with N a whole number >= 0', param="replicas"
+            )
+        await self._ask(ScaleDeployment(name, replicas))
+        return _json(_masked(await self._ask(GetDeploymentStatus(name))))
+
+    async def delete(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        await self._ask(DeleteDeployment(name))
+        return _json({"id": name, "object": "deployment", "deleted": True})
+
+    async def rebuild_session(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        replica = request.query.get("replica")
+        if request.can_read_body:
+            data = await _json_body(request)
+            if isinstance(data, dict) and isinstance(data.get("replica"), str):
+                replica = data["replica"]
+        changed = await self._ask(RebuildSession(name, replica))
+        return _json({"deployment": name, "replicas": changed})
+
+    async def status(self, request: web.Request) -> web.Response:
+        views = await self._ask(GetDeploymentStatus())
+        nodes = (
+            await self.placement.ask(GetInventory(), timeout=_ASK_TIMEOUT_S)
+            if self.placement is not None
+            else {}
+        )
+        summary = [
+            {
+                "name": v["name"],
+                "runtime": v["runtime"],
+                "state": v["state"],
+                "desired": v["replicas"]["desired"],
+                "ready": v["replicas"]["ready"],
+                "restarts": sum(r["restarts"] for r in v["replica_list"]),
+                "failures": sum(r["failures"] for r in v["replica_list"]),
+                "message": v["message"],
+            }
+            for v in views
+        ]
+        ready = all(s["state"] == "ready" for s in summary)
+        return _json(
+            {"status": "ready" if ready else "degraded", "deployments": summary, "nodes": nodes}
+        )
