@@ -28,6 +28,7 @@ from inference_runtime.cluster.manager import check_deployment
 from inference_runtime.config import RuntimeConfig, read_environment
 from inference_runtime.errors import RequestError
 from inference_runtime.gateway import Drain, GetAddress, spawn_gateway
+from inference_runtime.gateway.auth import Authenticator
 from inference_runtime.metrics import BudgetLedger, MetricsActor
 from inference_runtime.storage import CatalogStore, SqliteSpendStore, open_database
 
@@ -71,6 +72,9 @@ class Runtime:
                 check_deployment(deployment)
             except RequestError as error:
                 raise ValueError(f"deployments[{deployment.name}].{error}") from None
+        # refuse a bad auth setup (a key file missing, an open non-loopback bind) before
+        # anything starts; the gateway builds its own when it listens
+        Authenticator(config.auth, host=config.gateway.host, clock=lambda: 0.0)
         self.database = open_database(state_path(config))
         system = self.system = ActorSystem.create(self.name)
         clock = system.clock

@@ -15,11 +15,22 @@ from inference_runtime.types import ReplicaState
 
 
 @contextlib.asynccontextmanager
-async def serve(*deployments: dict[str, Any], **gateway: Any) -> AsyncIterator[Runtime]:
+async def serve(
+    *deployments: dict[str, Any],
+    sections: dict[str, Any] | None = None,
+    inventory: Any = None,
+    **gateway: Any,
+) -> AsyncIterator[Runtime]:
+    """A Runtime on a free loopback port. ``sections``: more of the config (auth, storage,
+    manager); ``inventory``: the nodes placement sees (default: this machine)."""
     config = RuntimeConfig.from_dict(
-        {"gateway": {"host": "127.0.0.1", "port": 0, **gateway}, "deployments": list(deployments)}
+        {
+            "gateway": {"host": "127.0.0.1", "port": 0, **gateway},
+            "deployments": list(deployments),
+            **(sections or {}),
+        }
     )
-    runtime = Runtime(config)
+    runtime = Runtime(config, inventory=inventory)
     await runtime.start()
     try:
         yield runtime
@@ -35,9 +46,8 @@ _clients: list[openai.AsyncOpenAI] = []
 def client(runtime: Runtime, **kwargs: Any) -> openai.AsyncOpenAI:
     assert runtime.address is not None
     host, port = runtime.address
-    api = openai.AsyncOpenAI(
-        base_url=f"http://{host}:{port}/v1", api_key="unused", max_retries=0, **kwargs
-    )
+    kwargs.setdefault("api_key", "unused")
+    api = openai.AsyncOpenAI(base_url=f"http://{host}:{port}/v1", max_retries=0, **kwargs)
     _clients.append(api)
     return api
 

@@ -8,6 +8,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
+import msgspec
+
+from inference_runtime.cli.admin import add_admin_commands, run_admin
 from inference_runtime.config import (
     RuntimeConfig,
     default_config,
@@ -38,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="override gateway.host")
     serve.add_argument("--port", type=int, help="override gateway.port")
+    serve.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="serve on a non-loopback address with no API key configured",
+    )
+    add_admin_commands(commands)
     return parser
 
 
@@ -59,7 +68,10 @@ def _serve(args: argparse.Namespace) -> int:
     gateway = RuntimeConfig.from_dict(
         {"gateway": {**_builtins(config.gateway), **overrides}, "deployments": []}
     ).gateway
-    config = RuntimeConfig(gateway=gateway, deployments=config.deployments)
+    auth = config.auth
+    if args.allow_unauthenticated:
+        auth = msgspec.structs.replace(auth, allow_unauthenticated=True)
+    config = msgspec.structs.replace(config, gateway=gateway, auth=auth)
 
     from inference_runtime.runtime import Runtime
 
@@ -71,12 +83,13 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    except ValueError as error:  # a config the runtime refuses (auth, storage, deployments)
+        print(f"inference-runtime serve: {error}", file=sys.stderr)
+        return 2
     return 0
 
 
 def _builtins(value: object) -> dict[str, object]:
-    import msgspec
-
     result: dict[str, object] = msgspec.to_builtins(value)
     return result
 
@@ -86,6 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command in ("deploy", "ls", "scale", "rm", "status"):
+        return run_admin(args)
     parser.print_help()
     return 0
 

@@ -1,0 +1,209 @@
+"""The admin API over real HTTP: create, read, update (rolling), scale, delete, status, masked
+secrets; and the auth rules and request limits of the gateway."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+
+from inference_runtime import Runtime, RuntimeConfig
+from support.runtime import USER, base_url, client, fake, serve, wait_healthy
+
+ADMIN = {"Authorization": "Bearer admin-secret"}
+AUTH = {"api_keys": ["key-one", "key-two"], "admin_key": "admin-secret"}
+
+
+async def call(
+    runtime: Runtime, method: str, path: str, body: Any = None, headers: Any = None
+) -> tuple[int, Any]:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(method, base_url(runtime) + path, json=body, headers=headers) as response,
+    ):
+        return response.status, await response.json()
+
+
+async def eventually(runtime: Runtime, path: str, check: Any, *, timeout: float = 10) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        _, body = await call(runtime, "GET", path, headers=ADMIN)
+        if check(body):
+            return body
+        assert asyncio.get_running_loop().time() < deadline, body
+        await asyncio.sleep(0.02)
+
+
+async def test_deployment_lifecycle_over_http() -> None:
+    async with serve(sections={"auth": AUTH}) as runtime:
+        spec = {
+            "name": "team/chat",
+            "runtime": "fake",
+            "replicas": 2,
+            "runtime_config": {"output_tokens": 4},
+        }
+        status, view = await call(runtime, "POST", "/admin/deployments", spec, ADMIN)
+        assert status == 201 and view["name"] == "team/chat" and view["source"] == "api"
+        status, body = await call(runtime, "POST", "/admin/deployments", spec, ADMIN)
+        assert status == 409 and body["error"]["code"] == "conflict"
+        view = await eventually(
+            runtime, "/admin/deployments/team%2Fchat", lambda v: v["state"] == "ready"
+        )
+        assert view["replicas"] == {"desired": 2, "ready": 2, "total": 2}
+        assert {r["phase"] for r in view["replica_list"]} == {"running"}
+
+        api = client(runtime, api_key="key-one")
+        reply = await api.chat.completions.create(model="team/chat", messages=USER)
+        assert reply.usage is not None and reply.usage.completion_tokens == 5  # 4 words + EOS
+
+        # update: a changed spec rolls the replicas, then serves the new spec
+        changed = {**spec, "runtime_config": {"output_tokens": 6}}
+        status, view = await call(runtime, "PUT", "/admin/deployments/team/chat", changed, ADMIN)
+        assert status == 200 and view["revision"] == 2
+        view = await eventually(
+            runtime,
+            "/admin/deployments/team/chat",
+            lambda v: v["state"] == "ready" and all(r["current"] for r in v["replica_list"]),
+        )
+        assert sorted(r["id"] for r in view["replica_list"]) == ["team/chat#2", "team/chat#3"]
+        reply = await api.chat.completions.create(model="team/chat", messages=USER)
+        assert reply.usage is not None and reply.usage.completion_tokens == 7
+
+        status, view = await call(
+            runtime, "POST", "/admin/deployments/team/chat/scale", {"replicas": 1}, ADMIN
+        )
+        assert status == 200 and view["replicas"]["desired"] == 1
+        await eventually(
+            runtime, "/admin/deployments/team/chat", lambda v: v["replicas"]["total"] == 1
+        )
+        status, body = await call(runtime, "GET", "/admin/status", headers=ADMIN)
+        assert status == 200 and body["deployments"][0]["name"] == "team/chat"
+        assert body["nodes"]  # this machine, probed
+
+        status, body = await call(runtime, "DELETE", "/admin/deployments/team/chat", None, ADMIN)
+        assert status == 200 and body["deleted"] is True
+        with pytest.raises(openai.NotFoundError):
+            await api.chat.completions.create(model="team/chat", messages=USER)
+        status, body = await call(runtime, "GET", "/admin/deployments/team/chat", None, ADMIN)
+        assert status == 404
+
+
+async def test_bad_admin_input_gets_clear_errors() -> None:
+    async with serve() as runtime:  # loopback with no key at all: the admin API is open
+        status, body = await call(runtime, "POST", "/admin/deployments", {"name": "x"})
+        assert status == 400 and "runtime" in body["error"]["message"]
+        status, body = await call(
+            runtime, "POST", "/admin/deployments", {"name": "x", "runtime": "nope"}
+        )
+        assert status == 400 and "runtime" in body["error"]["message"]
+        status, body = await call(
+            runtime, "PUT", "/admin/deployments/a", {"name": "b", "runtime": "fake"}
+        )
+        assert status == 400 and body["error"]["param"] == "name"
+        status, body = await call(runtime, "POST", "/admin/deployments/zz/scale", {"replicas": -1})
+        assert status == 400 and body["error"]["param"] == "replicas"
+        status, body = await call(runtime, "POST", "/admin/deployments/zz/scale", {"replicas": 1})
+        assert status == 404
+        status, body = await call(runtime, "POST", "/admin/deployments/zz/rebuild-session", {})
+        assert status == 404
+
+
+async def test_secrets_are_masked_in_answers() -> None:
+    spec = {
+        "name": "remote",
+        "runtime": "openai",
+        "runtime_config": {
+            "base_url": "http://127.0.0.1:9/v1",
+            "api_key_env": "SOME_KEY_VARIABLE",
+            "headers": {"Authorization": "Bearer sk-live-123", "X-Team": "a"},
+        },
+    }
+    async with serve() as runtime:
+        status, view = await call(runtime, "POST", "/admin/deployments", spec)
+        assert status == 201, view
+        for path in ("/admin/deployments/remote", "/admin/deployments"):
+            status, answer = await call(runtime, "GET", path)
+            assert status == 200 and "sk-live-123" not in str(answer)
+        config = view["spec"]["runtime_config"]
+        assert config["headers"] == {"Authorization": "***", "X-Team": "a"}
+        assert config["api_key_env"] == "SOME_KEY_VARIABLE"  # where the key is, not the key
+
+
+async def test_api_keys_admin_key_and_per_key_rate_limits() -> None:
+    auth = {**AUTH, "requests_per_minute": 3}
+    async with serve(fake(), sections={"auth": auth}) as runtime:
+        await wait_healthy(runtime, "fake", 1)
+        with pytest.raises(openai.AuthenticationError):
+            await client(runtime, api_key="wrong").models.list()
+        status, body = await call(runtime, "GET", "/v1/models")
+        assert status == 401 and body["error"]["type"] == "authentication_error"
+        status, _ = await call(runtime, "GET", "/healthz")
+        assert status == 200  # probes stay open
+        one = client(runtime, api_key="key-one")
+        for _ in range(3):
+            await one.models.list()
+        with pytest.raises(openai.RateLimitError) as limited:
+            await one.models.list()
+        assert int(limited.value.response.headers["Retry-After"]) >= 1
+        await client(runtime, api_key="key-two").models.list()  # limits are per key
+        # the admin API takes the admin key only
+        status, _ = await call(
+            runtime, "GET", "/admin/deployments", headers={"Authorization": "Bearer key-two"}
+        )
+        assert status == 401
+        status, _ = await call(runtime, "GET", "/admin/deployments", headers=ADMIN)
+        assert status == 200
+
+
+async def test_admin_api_is_closed_without_an_admin_key_when_api_keys_exist() -> None:
+    async with serve(sections={"auth": {"api_keys": ["k"]}}) as runtime:
+        status, body = await call(
+            runtime, "GET", "/admin/deployments", headers={"Authorization": "Bearer k"}
+        )
+        assert status == 403 and "admin key" in body["error"]["message"]
+
+
+async def test_keys_from_a_file_and_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("# team keys\nfile-key\n")
+    monkeypatch.setenv("TEST_ADMIN_KEY", "env-admin")
+    auth = {"api_keys_file": str(keys), "admin_key_env": "TEST_ADMIN_KEY"}
+    async with serve(sections={"auth": auth}) as runtime:
+        await client(runtime, api_key="file-key").models.list()
+        status, _ = await call(
+            runtime, "GET", "/admin/status", headers={"Authorization": "Bearer env-admin"}
+        )
+        assert status == 200
+
+
+async def test_non_loopback_without_keys_is_refused() -> None:
+    config = RuntimeConfig.from_dict({"gateway": {"host": "0.0.0.0", "port": 0}})
+    runtime = Runtime(config)
+    with pytest.raises(ValueError, match=r"refusing to serve on 0\.0\.0\.0"):
+        await runtime.start()
+    await runtime.stop()
+    allowed = RuntimeConfig.from_dict(
+        {"gateway": {"host": "0.0.0.0", "port": 0}, "auth": {"allow_unauthenticated": True}}
+    )
+    runtime = Runtime(allowed)
+    await runtime.start()
+    await runtime.stop()
+
+
+async def test_request_limits() -> None:
+    capped = fake(serving={"max_tokens": 5}, output_tokens=100)
+    async with serve(capped, max_messages=3) as runtime:
+        await wait_healthy(runtime, "fake", 1)
+        api = client(runtime)
+        with pytest.raises(openai.BadRequestError, match="messages"):
+            await api.chat.completions.create(model="fake", messages=USER * 4)
+        with pytest.raises(openai.BadRequestError, match="max_tokens"):
+            await api.chat.completions.create(model="fake", messages=USER, max_tokens=6)
+        reply = await api.chat.completions.create(model="fake", messages=USER)
+        assert reply.usage is not None and reply.usage.completion_tokens == 5  # the cap
