@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from inference_runtime.gateway.openapi_admin import ADMIN_PATHS, ADMIN_SCHEMAS, SECURITY_SCHEMES
 from inference_runtime.version import __version__
 
 _ERROR = {
@@ -239,3 +240,6 @@ OPENAPI: dict[str, Any] = {
         }
     },
 }
+OPENAPI["paths"].update(ADMIN_PATHS)
+OPENAPI["components"]["schemas"].update(ADMIN_SCHEMAS)
+OPENAPI["components"]["securitySchemes"] = SECURITY_SCHEMES
