@@ -207,3 +207,36 @@ async def test_request_limits() -> None:
             await api.chat.completions.create(model="fake", messages=USER, max_tokens=6)
         reply = await api.chat.completions.create(model="fake", messages=USER)
         assert reply.usage is not None and reply.usage.completion_tokens == 5  # the cap
+
+
+async def test_rebuild_session_rotates_the_key_without_dropping_requests(
+    tmp_path: Path,
+) -> None:
+    from inference_runtime.testing.mock_upstream import MockUpstream
+
+    key_file = tmp_path / "key"
+    key_file.write_text("sk-old\n")
+    async with MockUpstream(api_keys=("sk-old", "sk-new"), token_delay_s=0.02) as upstream:
+        spec = {
+            "name": "gpt",
+            "runtime": "openai",
+            "runtime_config": {"base_url": upstream.url, "api_key_file": str(key_file)},
+        }
+        async with serve(spec) as runtime:
+            await wait_healthy(runtime, "gpt", 1)
+            api = client(runtime)
+            in_flight = asyncio.ensure_future(
+                api.chat.completions.create(model="gpt", messages=USER)
+            )
+            await asyncio.sleep(0.1)
+            key_file.write_text("sk-new\n")
+            status, body = await call(runtime, "POST", "/admin/deployments/gpt/rebuild-session")
+            assert status == 200 and body["replicas"] == {"gpt#0": True}
+            reply = await in_flight  # the request in flight kept its key and finished
+            assert reply.choices[0].message.content
+            await api.chat.completions.create(model="gpt", messages=USER)
+            keys = [r.headers["Authorization"] for r in upstream.requests]
+            assert keys == ["Bearer sk-old", "Bearer sk-new"]
+            status, body = await call(runtime, "GET", "/admin/deployments/gpt")
+            events = [e["event"] for e in body["replica_list"][0]["history"]]
+            assert "session_rebuilt" in events and "sk-new" not in str(body)

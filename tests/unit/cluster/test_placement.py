@@ -83,3 +83,11 @@ def test_statistics_show_who_holds_what() -> None:
     placer.place(replica_id="d#0", deployment="d", gpus=1)
     gpus = placer.statistics()["a"]["gpus"]
     assert [g["replicas"] for g in gpus] == [["d#0"], []]
+
+
+def test_the_local_probe_is_a_cpu_node_without_nvml(monkeypatch: pytest.MonkeyPatch) -> None:
+    from inference_runtime.cluster import nvml, probe_local_node
+
+    monkeypatch.setattr(nvml, "_library", lambda: None)
+    probed = probe_local_node()
+    assert probed.gpus == () and probed.cpus >= 1 and probed.memory_mib > 0
