@@ -31,21 +31,32 @@ class Environment(msgspec.Struct, frozen=True, kw_only=True):
     """INFERENCE_RUNTIME_ADMIN_KEY: the admin key the CLI's admin verbs send."""
 
 
+def _variable(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        raise ValueError(f"the environment variable {name} is not set")
+    return value
+
+
+def _file(path: str) -> str:
+    try:
+        with open(os.path.expanduser(path)) as handle:
+            return handle.read()
+    except OSError as error:
+        raise ValueError(f"cannot read {path}: {error.strerror}") from None
+
+
 def read_secret(*, env: str | None = None, file: str | None = None) -> Secret:
     """An API key from the environment variable ``env`` or the file ``file`` (read each time:
     a rotated key is picked up by the next call). Errors name where it was looked for, never
     the value."""
-    if env:
-        value = os.environ.get(env)
-        if not value:
-            raise ValueError(f"api_key_env: the environment variable {env} is not set")
-        return Secret(value.strip())
+    try:
+        if env:
+            return Secret(_variable(env).strip())
+        value = _file(file).strip() if file else ""
+    except ValueError as error:
+        raise ValueError(f"{'api_key_env' if env else 'api_key_file'}: {error}") from None
     if file:
-        try:
-            with open(os.path.expanduser(file)) as handle:
-                value = handle.read().strip()
-        except OSError as error:
-            raise ValueError(f"api_key_file: cannot read {file}: {error.strerror}") from None
         if not value:
             raise ValueError(f"api_key_file: {file} is empty")
         return Secret(value)
@@ -59,17 +70,9 @@ def read_keys(
     line, ``#`` comments); a source named but missing or empty is an error."""
     keys = [k.strip() for k in inline if k.strip()]
     if env:
-        value = os.environ.get(env)
-        if not value:
-            raise ValueError(f"the environment variable {env} is not set")
-        keys += [k.strip() for k in value.split(",") if k.strip()]
+        keys += [k.strip() for k in _variable(env).split(",") if k.strip()]
     if file:
-        try:
-            with open(os.path.expanduser(file)) as handle:
-                lines = handle.read().splitlines()
-        except OSError as error:
-            raise ValueError(f"cannot read {file}: {error.strerror}") from None
-        found = [ln.split("#", 1)[0].strip() for ln in lines]
+        found = [ln.split("#", 1)[0].strip() for ln in _file(file).splitlines()]
         if not any(found):
             raise ValueError(f"{file} holds no key")
         keys += [k for k in found if k]
