@@ -54,3 +54,12 @@ def sampling_kwargs(
         "logprobs": top_logprobs if sampling.logprobs else None,
     }
     return kwargs
+
+
+def gpu_indices_of(device: str) -> tuple[int, ...] | None:
+    """The GPUs a placement's ``device`` names: ``cuda:1,3`` -> (1, 3); ``cuda`` or ``cpu`` ->
+    None (the engine sees what the process sees)."""
+    kind, _, indices = device.partition(":")
+    if kind != "cuda" or not indices:
+        return None
+    return tuple(int(i) for i in indices.split(","))

