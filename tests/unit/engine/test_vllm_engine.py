@@ -101,6 +101,26 @@ def test_other_runtimes_keep_their_own_config() -> None:
     assert dep.runtime_config == {"kv_rows": 4}
 
 
+def test_the_examples_are_valid_and_one_field_switches_the_runtime() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    from inference_runtime.config import RuntimeConfig, load_config
+
+    root = Path(__file__).resolve().parents[3]
+    example = load_config(root / "examples" / "vllm.yaml").deployments[0]
+    assert (example.runtime, example.model) == ("vllm", "builtin:smollm2-135m-instruct")
+    readme = (root / "README.md").read_text()
+    block = readme.split("**vLLM** serves", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    config = RuntimeConfig.from_dict(yaml.safe_load(block))
+    served = config.deployments[0]
+    assert served.runtime == "vllm"
+    assert VllmConfig.of(served.runtime_config).tensor_parallel_size == 1
+    plain = {"name": "smollm2", "runtime": "transformers", "model": "builtin:x"}
+    assert Deployment.from_dict({**plain, "runtime": "vllm"}).runtime == "vllm"
+
+
 def test_sampling_parameters_map_to_vllms() -> None:
     sampling = SamplingParams(
         temperature=0.7,
