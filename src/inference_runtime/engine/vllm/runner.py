@@ -129,7 +129,10 @@ class VllmRunner:
             # backbone (no LM head)
             kwargs["hf_overrides"] = {"architectures": [architecture]}
         kwargs.update(self.settings.engine_kwargs())
-        return AsyncEngineArgs(model=str(self.folder), **kwargs)
+        try:
+            return AsyncEngineArgs(model=str(self.folder), **kwargs)
+        except TypeError as error:  # a name in engine_args that vLLM does not know
+            raise Unrecoverable(f"runtime_config.engine_args: {error}") from None
 
     def _start_engine(self) -> None:
         args = self.engine_args()
