@@ -54,6 +54,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import partial
@@ -83,6 +84,8 @@ from harness import (
 
 BEGIN_MARKER = "<!-- bench/engine.py:begin -->"
 END_MARKER = "<!-- bench/engine.py:end -->"
+VLLM_BEGIN_MARKER = "<!-- bench/engine.py:vllm:begin -->"
+VLLM_END_MARKER = "<!-- bench/engine.py:vllm:end -->"
 
 MODEL = "smollm2"
 """The deployment's name, which clients send as ``model``."""
@@ -961,8 +964,11 @@ def measure_vllm(plan: VllmPlan, retry_deadline: float) -> VllmResults:
             ) as server,
         ):
             try:
-                results.ready_ours_s = ours.wait_ready(VLLM_READY_TIMEOUT_S)
-                results.ready_server_s = server.wait_ready(VLLM_READY_TIMEOUT_S)
+                with ThreadPoolExecutor(2) as pool:  # each polled from the start
+                    waits = [
+                        pool.submit(s.wait_ready, VLLM_READY_TIMEOUT_S) for s in (ours, server)
+                    ]
+                    results.ready_ours_s, results.ready_server_s = (w.result() for w in waits)
                 log(
                     f"ready: ours {results.ready_ours_s:.1f} s, vLLM's server"
                     f" {results.ready_server_s:.1f} s (started together)"
@@ -1084,19 +1090,27 @@ def vllm_verdicts(results: VllmResults) -> list[tuple[str, str, bool]]:
     ]
 
 
-def render_vllm(results: VllmResults, plan: VllmPlan) -> str:
+def render_vllm(results: VllmResults, plan: VllmPlan, setup: Setup, argv: Sequence[str]) -> str:
     if results.skipped is not None:
         return f"vLLM: {results.skipped}"
     other = results.guard.kept.cores if results.guard else 0.0
     discarded = results.guard.discarded if results.guard else 0
     noisy = results.guard.noisy_kept if results.guard else 0
+    command = shlex.join(["python", "bench/engine.py", *argv])
     lines = [
-        f"vLLM {results.version} on {plan.device}, model folder `{plan.folder.name}`, engine"
-        f" arguments (the same for all three) `{json.dumps(plan.engine_args())}`; ready after"
-        f" {results.ready_ours_s:.0f} s (ours) and {results.ready_server_s:.0f} s (vLLM's server),"
-        f" started together. Rounds alternate between the two servers; median of"
-        f" {plan.repeats}. Other processes used {percent(other)} of a core during the rounds"
-        f" kept; {discarded} retaken, {noisy} kept although noisy.",
+        f"- Date: {datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
+        f"- Machine: {setup.cores} cores, {cpu_model()}; 1-minute load average"
+        f" {os.getloadavg()[0]:.2f} at the end",
+        f"- Command: `{command}` (vLLM from `{plan.python}`); code: {code_version()}",
+        f"- vLLM {results.version} on {plan.device}, model folder `{plan.folder.name}`, engine"
+        f" arguments (the same for all three) `{json.dumps(plan.engine_args())}`",
+        f"- Ready {results.ready_ours_s:.0f} s (ours) and {results.ready_server_s:.0f} s (vLLM's"
+        " server) after both started together",
+        f"- Requests: streamed chat completions, `max_tokens: {plan.tokens}`, `temperature: 0`,"
+        f" one distinct prompt per stream; rounds alternate between the two servers; median of"
+        f" {plan.repeats} after one warmup round each",
+        f"- Other processes used {percent(other)} of a core during the rounds kept; {discarded}"
+        f" retaken, {noisy} kept although noisy (retries exhausted)",
         "",
         "| Concurrent streams | tokens/s, ours (`runtime: vllm`) | tokens/s, vLLM's server"
         " | ours / server | tokens/s, vLLM offline `LLM.generate` | ours / offline"
@@ -1266,7 +1280,7 @@ def speed_drift(speed: Sequence[tuple[str, float]]) -> float:
 def render_report(
     http: HttpResults, static: StaticResults, vllm: str, setup: Setup, sizes: Sizes
 ) -> str:
-    """``vllm``: the vLLM section, already rendered."""
+    """``vllm``: where the vLLM figures are (their own section), or why there are none."""
     verdicts = compute_verdicts(http, static)
     passed = sum(ok for _, _, ok in verdicts.lines)
     command = shlex.join(["python", "bench/engine.py", *setup.argv])
@@ -1330,10 +1344,7 @@ def render_report(
             else ""
         ),
         "",
-        "**vLLM** (`runtime: vllm` through our gateway, against vLLM's own OpenAI server and"
-        " its offline `LLM.generate`, same engine arguments, same prompts and client):",
-        "",
-        vllm,
+        f"vLLM: {vllm}",
     ]
     return "\n".join(lines)
 
@@ -1423,19 +1434,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan = cpu_vllm_plan(args.vllm_python, sizes)
         results = measure_vllm(plan, time.monotonic() + RETRY_BUDGET_S)
         speed.append(("after vLLM", model.probe()))
-        vllm_report = render_vllm(results, plan)
+        vllm_report = render_vllm(results, plan, setup, argv)
+        vllm_note = results.skipped or "measured in the same run: the vLLM section below"
         if args.json is not None:
             args.json.write_text(json.dumps(vllm_results_json(results, plan), indent=2))
     else:
-        vllm_report = "skipped: not asked for (`--vllm-python PYTHON` or `VLLM_PYTHON`)"
+        vllm_report = ""
+        vllm_note = "skipped: not asked for (`--vllm-python PYTHON` or `VLLM_PYTHON`)"
     setup = replace(setup, speed=tuple(speed))
     log(f"done in {time.perf_counter() - started:.1f} s")
 
-    report = render_report(http, static, vllm_report, setup, sizes)
+    report = render_report(http, static, vllm_note, setup, sizes)
     print(report)
+    if vllm_report:
+        print("\n" + vllm_report)
     if args.markdown is not None:
         write_section(args.markdown, report, BEGIN_MARKER, END_MARKER)
-        log(f"wrote the table into {args.markdown}")
+        if vllm_report:
+            write_section(args.markdown, vllm_report, VLLM_BEGIN_MARKER, VLLM_END_MARKER)
+        log(f"wrote the tables into {args.markdown}")
     return 0
 
 
@@ -1461,7 +1478,8 @@ def vllm_only(args: argparse.Namespace, sizes: Sizes) -> int:
     )
     started = time.perf_counter()
     results = measure_vllm(plan, time.monotonic() + RETRY_BUDGET_S)
-    report = render_vllm(results, plan)
+    setup = Setup(core_count() or 1, os.getloadavg()[0], 0.0, sys.argv[1:])
+    report = render_vllm(results, plan, setup, setup.argv)
     log(f"done in {time.perf_counter() - started:.1f} s")
     print(report)
     if args.json is not None:
