@@ -47,7 +47,7 @@ need="import msgspec, yaml, aiohttp, prometheus_client, transformers, vllm"
 if ! $PYTHON -c "$need" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
   echo "== installing the carried wheels: $(ls .whl)"
   $PYTHON -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/gpu-check-site .whl/*.whl || blocked "the wheels in .whl/ did not install"
+    --target /tmp/gpu-check-site .whl/*.whl || echo "== some wheels in .whl/ did not install"
   export PYTHONPATH=/tmp/gpu-check-site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
