@@ -55,6 +55,8 @@ class GpuPlacer:
 
     def fits(self, index: int, memory_mib: int | None) -> bool:
         held = self.holders[index].values()
+        if memory_mib is not None and self.gpus[index].memory_total_mib <= 0:
+            memory_mib = None  # its memory is not known (a Ray node's GPU): held whole
         if any(g.memory_mib is None for g in held):
             return False  # held whole by another replica
         if memory_mib is None:
@@ -138,6 +140,27 @@ class Placer:
         self.gpu_placers[node_id].hold(replica_id, grant)
         return Placement(node_id, indices)
 
+    def update(self, nodes: Sequence[NodeInfo]) -> list[str]:
+        """Take a new inventory: nodes that left lose their grants (returned: the replica ids
+        that held them), new nodes join, and grants on the nodes that stay are kept."""
+        fresh = {node.node_id: node for node in nodes}
+        lost = [rid for rid, g in self.grants.items() if g.node_id not in fresh]
+        for rid in lost:
+            del self.grants[rid]
+        for node_id, node in fresh.items():
+            if self.nodes.get(node_id) != node:
+                placer = GpuPlacer(node.gpus)
+                for rid, grant in self.grants.items():
+                    if grant.node_id == node_id and all(
+                        i in placer.gpus for i in grant.gpu_indices
+                    ):
+                        placer.hold(rid, grant)
+                self.gpu_placers[node_id] = placer
+        for node_id in set(self.nodes) - set(fresh):
+            del self.gpu_placers[node_id]
+        self.nodes = fresh
+        return lost
+
     def release(self, replica_id: str) -> None:
         grant = self.grants.pop(replica_id, None)
         if grant is not None:
@@ -200,17 +223,26 @@ class GetInventory:
 
 
 class DeploymentPlacementActor(Actor):
+    """``live``: the inventory changes while the runtime runs (nodes of a Ray cluster join and
+    leave): it is read again before each placement and inventory answer."""
+
     replied_errors = (InferenceRuntimeError,)
 
-    def __init__(self, inventory: Callable[[], Sequence[NodeInfo]]) -> None:
+    def __init__(self, inventory: Callable[[], Sequence[NodeInfo]], *, live: bool = False) -> None:
         self.inventory = inventory
+        self.live = live
 
     def pre_start(self) -> None:
         self.placer = Placer(self.inventory())
 
+    def _refresh(self) -> None:
+        if self.live:
+            self.placer.update(self.inventory())
+
     def receive(self, message: Any) -> Any:
         match message:
             case PlaceReplica():
+                self._refresh()
                 return self.placer.place(
                     replica_id=message.replica_id,
                     deployment=message.deployment,
@@ -221,5 +253,6 @@ class DeploymentPlacementActor(Actor):
             case ReleaseReplica(replica_id=replica_id):
                 self.placer.release(replica_id)
             case GetInventory():
+                self._refresh()
                 return self.placer.statistics()
         return None
