@@ -57,6 +57,7 @@ from inference_runtime.types import Deployment, EngineLoad, EngineRequest, Token
 
 log = logging.getLogger("inference_runtime.cluster.ray")
 _ABORTED_KEPT = 4096
+_RIDE_ALONG_YIELDS = 3
 
 
 class _Relay:
@@ -199,7 +200,14 @@ class EngineHost:
         self.calls[request_id] = sink
         done = False
         try:
-            yield (ADMITTED, admitted.prompt_tokens)
+            # a step that is quick (a short prefill) rides along with the admission: one
+            # item less on the way back; a slow one is not waited for
+            for _ in range(_RIDE_ALONG_YIELDS):
+                if sink.events:
+                    break
+                await asyncio.sleep(0)
+            events, sink.events = sink.events, []
+            yield (ADMITTED, admitted.prompt_tokens, events)
             while True:
                 if sink.events:  # what came while the last item was on its way goes first
                     events, sink.events = sink.events, []

@@ -29,7 +29,7 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from inference_runtime.actors import Actor, ActorRef
+from inference_runtime.actors import Actor, ActorRef, Deferred
 from inference_runtime.cluster.placement import Placement
 from inference_runtime.cluster.ray.wire import (
     ADMITTED,
@@ -129,6 +129,8 @@ class RayReplicaActor(Actor):
         self.group: Any = None
         self.node_id: str | None = None
         self.calls: dict[str, _Call] = {}
+        self.admitting: dict[str, bool] = {}
+        """Requests sent to the host and not admitted yet: whether an abort came meanwhile."""
         self.embeds: dict[str, tuple[asyncio.Task[None], asyncio.Future[EmbeddingResult]]] = {}
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -283,11 +285,11 @@ class RayReplicaActor(Actor):
     async def receive(self, message: Any) -> Any:
         match message:
             case AddRequest():
-                return await self._admit(message)
+                return self._admit(message)
             case AbortRequest(request_id=request_id):
                 self._abort(request_id)
             case Embed():
-                return await self._embed(message)
+                return self._embed(message)
             case CancelEmbed(request_id=request_id):
                 self._cancel_embed(request_id)
             case GetEngineStats():
@@ -319,28 +321,44 @@ class RayReplicaActor(Actor):
         except Exception as error:
             raise actor_lost(self.replica_id, error) from None
 
-    async def _admit(self, message: AddRequest) -> Admitted:
+    def _admit(self, message: AddRequest) -> Deferred:
+        """Send the request now; answer when the host admitted it (one round trip), while
+        this actor goes on with the next messages: admissions to one replica overlap."""
         requests = message.requests
         stream = self._host().generate.remote(requests)
-        first = await self._call(_next(stream))
+        self.admitting[requests[0].request_id] = False
+        return Deferred(self._admitted(message, stream))
+
+    async def _admitted(self, message: AddRequest, stream: Any) -> Admitted:
+        request_id = message.requests[0].request_id
+        try:
+            first = await self._call(_next(stream))
+        finally:
+            aborted = self.admitting.pop(request_id, False)
         if first[0] == REFUSED:
             raise decode_error(first[1])
         assert first[0] == ADMITTED
-        call = _Call(requests, message.sink, first[1])
-        self.calls[call.request_id] = call
-        call.task = self._spawn(self._pump(call, stream), "pump")
+        call = _Call(message.requests, message.sink, first[1])
+        if self.failed or self.stopping:
+            raise ReplicaFailed(f"replica {self.replica_id} is failed: {self.reason}")
+        if not aborted:  # (an abort that came meanwhile was sent to the host already)
+            self.calls[call.request_id] = call
+            call.task = self._spawn(self._pump(call, stream, first[2]), "pump")
         return Admitted(self.replica_id, call.prompt_tokens)
 
-    async def _pump(self, call: _Call, stream: Any) -> None:
-        """The request's events, from the host's stream into its sink, as they come."""
+    async def _pump(self, call: _Call, stream: Any, events: list[Any]) -> None:
+        """The request's events, from the host's stream into its sink, as they come
+        (``events``: those that came with the admission)."""
         sink = call.sink
         try:
             while call.open:
-                try:
-                    events = await _next(stream)
-                except StopAsyncIteration:
-                    break
-                for event in events:
+                if not events:
+                    try:
+                        events = await _next(stream)
+                    except StopAsyncIteration:
+                        break
+                batch, events = events, []
+                for event in batch:
                     kind = event[0]
                     if kind == CHUNK:
                         chunk = event[1]
@@ -365,19 +383,25 @@ class RayReplicaActor(Actor):
                 del self.calls[call.request_id]
 
     def _abort(self, request_id: str) -> None:
+        if request_id in self.admitting:
+            self.admitting[request_id] = True
         call = self.calls.pop(request_id, None)
         if call is not None and call.task is not None:
             call.task.cancel()
         if self.ready and not self.failed and not self.stopping:
             self.handle.abort.remote(request_id)
 
-    async def _embed(self, message: Embed) -> EmbedAdmitted:
+    def _embed(self, message: Embed) -> Deferred:
         stream = self._host().embed.remote(message.request_id, message.inputs, message.dimensions)
+        return Deferred(self._embed_admitted(message.request_id, stream))
+
+    async def _embed_admitted(self, request_id: str, stream: Any) -> EmbedAdmitted:
         first = await self._call(_next(stream))
         if first[0] == REFUSED:
             raise decode_error(first[1])
+        if self.failed or self.stopping:
+            raise ReplicaFailed(f"replica {self.replica_id} is failed: {self.reason}")
         future: asyncio.Future[EmbeddingResult] = asyncio.get_running_loop().create_future()
-        request_id = message.request_id
         task = self._spawn(self._embed_result(request_id, stream, future), "embed")
         self.embeds[request_id] = (task, future)
         return EmbedAdmitted(self.replica_id, first[1], future)

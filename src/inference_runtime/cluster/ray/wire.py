@@ -7,9 +7,10 @@ rebuilt as the same class on the other side, so the gateway maps it as if it wer
 (a ``Backpressure`` keeps its ``retry_after``, a ``RequestError`` its ``param``).
 
 Event kinds of a generation stream (``EngineHost.generate``): the first item is ``ADMITTED``
-(with the prompt tokens) or ``REFUSED`` (with the error); then lists of ``CHUNK`` / ``FINISH`` /
-``ERROR`` events, as many as one engine step produced, so a step costs one item whatever the
-number of choices.
+(with the prompt tokens and the events of a first step quick enough to come along) or
+``REFUSED`` (with the error); then lists of ``CHUNK`` / ``FINISH`` / ``ERROR`` events, all
+those produced since the last item (one engine step's, or several when the head reads slower
+than the engine steps), so a step costs at most one item whatever the number of choices.
 """
 
 from __future__ import annotations
