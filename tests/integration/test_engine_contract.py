@@ -287,3 +287,30 @@ async def test_stopping_the_engine_fails_in_flight_requests(launch: Any) -> None
     await engine.ref.wait_stopped()
     assert isinstance(sink.error(), ReplicaFailed)
     assert sink.errors[0][1].completion_tokens >= 1
+
+
+async def test_a_refused_request_comes_back_with_the_same_id(launch: Any) -> None:
+    """``on_capacity_exhausted: queue`` retries a refused request, with the same id, on the
+    same replica, after the request actor sent an abort for the refused attempt."""
+    engine = await launch(
+        output_tokens=100_000,
+        token_latency_ms=1,
+        serving={"max_concurrent": 1, "queue_capacity": 0},
+    )
+    busy = RecordingSink()
+    await engine.ask(AddRequest(request("a"), busy))
+    await asyncio.wait_for(busy.first_chunk, WAIT_S)
+    with pytest.raises(Backpressure):
+        await engine.ask(AddRequest(request("b"), RecordingSink()))
+    engine.ref.tell(AbortRequest("b"))  # what the request actor sends after a refusal
+    engine.ref.tell(AbortRequest("a"))
+
+    async def idle() -> bool:
+        stats = await engine.stats()
+        return bool(stats.running == 0 and stats.waiting == 0)
+
+    await eventually(idle, "the engine is idle")
+    again = RecordingSink()
+    await engine.ask(AddRequest(request("b", max_tokens=2), again))
+    await finished(again)
+    assert again.finished[0].completion_tokens == 2

@@ -157,8 +157,8 @@ class EngineHost:
         self.system: ActorSystem | None = None
         self.engine: ActorRef | None = None
         self.relay = _Relay()
-        self.calls: dict[str, _StreamSink] = {}
-        self.aborted: OrderedDict[str, None] = OrderedDict()
+        self.calls: dict[int, tuple[str, _StreamSink]] = {}
+        self.aborted: OrderedDict[int, None] = OrderedDict()
 
     async def start(self) -> str:
         """Build the actor system and the engine (it loads its model in the background);
@@ -185,19 +185,23 @@ class EngineHost:
             raise RuntimeError("EngineHost.start() was not called")
         return self.engine
 
-    async def generate(self, requests: tuple[EngineRequest, ...]) -> AsyncIterator[Any]:
+    async def generate(
+        self, call_id: int, requests: tuple[EngineRequest, ...]
+    ) -> AsyncIterator[Any]:
+        """``call_id``: unique per call from the proxy (a request id may come back in a later
+        attempt: its abort must not hit the retry)."""
         engine = self._engine()
         request_id = requests[0].request_id
         sink = _StreamSink(len(requests))
-        if request_id in self.aborted:
-            del self.aborted[request_id]
+        if call_id in self.aborted:
+            del self.aborted[call_id]
             return  # aborted before it arrived: nothing to admit
         try:
             admitted = await engine.ask(AddRequest(requests, sink))
         except Exception as error:
             yield (REFUSED, encode_error(error))
             return
-        self.calls[request_id] = sink
+        self.calls[call_id] = (request_id, sink)
         done = False
         try:
             # a step that is quick (a short prefill) rides along with the admission: one
@@ -221,17 +225,18 @@ class EngineHost:
                 await sink.wake.wait()
                 sink.wake.clear()
         finally:
-            self.calls.pop(request_id, None)
+            self.calls.pop(call_id, None)
             if not done and not sink.closed:  # the stream was cancelled from the head
                 engine.tell(AbortRequest(request_id))
 
-    async def abort(self, request_id: str) -> None:
-        sink = self.calls.pop(request_id, None)
-        if sink is None:
-            self.aborted[request_id] = None
+    async def abort(self, call_id: int) -> None:
+        entry = self.calls.pop(call_id, None)
+        if entry is None:  # it overtook its generate (or that one ended already)
+            self.aborted[call_id] = None
             while len(self.aborted) > _ABORTED_KEPT:
                 self.aborted.popitem(last=False)
             return
+        request_id, sink = entry
         sink.close()
         self._engine().tell(AbortRequest(request_id))
 

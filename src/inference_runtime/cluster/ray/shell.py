@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import uuid
 from typing import Any
@@ -76,9 +77,12 @@ ACTOR_PREFIX = "inference-replica:"
 class _Call:
     """One request admitted on the host: its sink, and which choices are still open."""
 
-    __slots__ = ("open", "prompt_tokens", "request_id", "sink", "task", "tokens")
+    __slots__ = ("call_id", "open", "prompt_tokens", "request_id", "sink", "task", "tokens")
 
-    def __init__(self, requests: tuple[EngineRequest, ...], sink: Any, prompt_tokens: int) -> None:
+    def __init__(
+        self, call_id: int, requests: tuple[EngineRequest, ...], sink: Any, prompt_tokens: int
+    ) -> None:
+        self.call_id = call_id
         self.request_id = requests[0].request_id
         self.sink = sink
         self.open = {r.choice_index for r in requests}
@@ -129,8 +133,9 @@ class RayReplicaActor(Actor):
         self.group: Any = None
         self.node_id: str | None = None
         self.calls: dict[str, _Call] = {}
-        self.admitting: dict[str, bool] = {}
-        """Requests sent to the host and not admitted yet: whether an abort came meanwhile."""
+        self.admitting: dict[str, list[Any]] = {}
+        """Requests sent to the host and not admitted yet: [call id, whether an abort came]."""
+        self.call_ids = itertools.count()
         self.embeds: dict[str, tuple[asyncio.Task[None], asyncio.Future[EmbeddingResult]]] = {}
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -325,20 +330,24 @@ class RayReplicaActor(Actor):
         """Send the request now; answer when the host admitted it (one round trip), while
         this actor goes on with the next messages: admissions to one replica overlap."""
         requests = message.requests
-        stream = self._host().generate.remote(requests)
-        self.admitting[requests[0].request_id] = False
-        return Deferred(self._admitted(message, stream))
+        call_id = next(self.call_ids)
+        stream = self._host().generate.remote(call_id, requests)
+        self.admitting[requests[0].request_id] = [call_id, False]
+        return Deferred(self._admitted(message, call_id, stream))
 
-    async def _admitted(self, message: AddRequest, stream: Any) -> Admitted:
+    async def _admitted(self, message: AddRequest, call_id: int, stream: Any) -> Admitted:
         request_id = message.requests[0].request_id
         try:
             first = await self._call(_next(stream))
         finally:
-            aborted = self.admitting.pop(request_id, False)
+            entry = self.admitting.get(request_id)
+            aborted = entry is not None and entry[0] == call_id and entry[1]
+            if entry is not None and entry[0] == call_id:
+                del self.admitting[request_id]
         if first[0] == REFUSED:
             raise decode_error(first[1])
         assert first[0] == ADMITTED
-        call = _Call(message.requests, message.sink, first[1])
+        call = _Call(call_id, message.requests, message.sink, first[1])
         if self.failed or self.stopping:
             raise ReplicaFailed(f"replica {self.replica_id} is failed: {self.reason}")
         if not aborted:  # (an abort that came meanwhile was sent to the host already)
@@ -383,13 +392,20 @@ class RayReplicaActor(Actor):
                 del self.calls[call.request_id]
 
     def _abort(self, request_id: str) -> None:
-        if request_id in self.admitting:
-            self.admitting[request_id] = True
+        """Only a request on its way or running is aborted on the host: an abort of one that
+        was refused or has ended must not hit the same request id's next attempt."""
+        call_id = None
+        pending = self.admitting.get(request_id)
+        if pending is not None:
+            pending[1] = True
+            call_id = pending[0]
         call = self.calls.pop(request_id, None)
-        if call is not None and call.task is not None:
-            call.task.cancel()
-        if self.ready and not self.failed and not self.stopping:
-            self.handle.abort.remote(request_id)
+        if call is not None:
+            call_id = call.call_id
+            if call.task is not None:
+                call.task.cancel()
+        if call_id is not None and self.ready and not self.failed and not self.stopping:
+            self.handle.abort.remote(call_id)
 
     def _embed(self, message: Embed) -> Deferred:
         stream = self._host().embed.remote(message.request_id, message.inputs, message.dimensions)
