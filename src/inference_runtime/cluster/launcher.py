@@ -27,6 +27,9 @@ RunnerFactory = Callable[..., ModelRunner]
 
 
 class ReplicaLauncher(Protocol):
+    """``replica_cpus`` (optional attribute): CPUs each replica reserves on its node, which
+    placement then counts (the Ray backend's bundles); absent or 0: CPUs are not counted."""
+
     def props(
         self,
         deployment: Deployment,

@@ -40,6 +40,7 @@ class _Grant:
     gpu_indices: tuple[int, ...]
     memory_mib: int | None
     """Per GPU; ``None``: the GPUs are held whole."""
+    cpus: float = 0.0
 
 
 class GpuPlacer:
@@ -108,9 +109,11 @@ class Placer:
         gpus: int,
         gpu_memory_gib: float | None = None,
         avoid: Iterable[tuple[str, int]] = (),
+        cpus: float = 0.0,
     ) -> Placement:
         """Grant a node (and ``gpus`` indices on it) to a replica, or raise PlacementFailed.
-        Placing a replica id that already holds a grant releases the old one first."""
+        Placing a replica id that already holds a grant releases the old one first. ``cpus``:
+        CPUs the replica reserves on its node (the Ray backend's bundles); 0: not counted."""
         self.release(replica_id)
         if not self.nodes:
             raise PlacementFailed("no node is known to the placement")
@@ -118,6 +121,8 @@ class Placer:
         avoided = frozenset(avoid)
         picks: list[tuple[tuple[int, int, int], str, tuple[int, ...]]] = []
         for node_id, placer in self.gpu_placers.items():
+            if cpus and self._cpus_used(node_id) + cpus > self.nodes[node_id].cpus + 1e-9:
+                continue
             mine = sum(
                 1
                 for g in self.grants.values()
@@ -133,9 +138,9 @@ class Placer:
                     ((mine, len(skip & set(indices)), len(self._on(node_id))), node_id, indices)
                 )
         if not picks:
-            raise PlacementFailed(self._why(gpus, memory))
+            raise PlacementFailed(self._why(gpus, memory, cpus))
         _, node_id, indices = min(picks)
-        grant = _Grant(deployment, node_id, indices, memory)
+        grant = _Grant(deployment, node_id, indices, memory, cpus)
         self.grants[replica_id] = grant
         self.gpu_placers[node_id].hold(replica_id, grant)
         return Placement(node_id, indices)
@@ -169,7 +174,14 @@ class Placer:
     def _on(self, node_id: str) -> list[_Grant]:
         return [g for g in self.grants.values() if g.node_id == node_id]
 
-    def _why(self, gpus: int, memory_mib: int | None) -> str:
+    def _cpus_used(self, node_id: str) -> float:
+        return sum(g.cpus for g in self._on(node_id))
+
+    def _why(self, gpus: int, memory_mib: int | None, cpus: float = 0.0) -> str:
+        if cpus:
+            free = max(node.cpus - self._cpus_used(n) for n, node in self.nodes.items())
+            if free + 1e-9 < cpus:
+                return f"needs {cpus:g} CPUs per replica; {max(free, 0):g} free on any node"
         best = max((len(p.candidates(memory_mib)) for p in self.gpu_placers.values()), default=0)
         total = max((len(p.gpus) for p in self.gpu_placers.values()), default=0)
         need = f"needs {gpus} GPU{'s' if gpus != 1 else ''} per replica"
@@ -210,6 +222,8 @@ class PlaceReplica:
     gpu_memory_gib: float | None = None
     avoid: tuple[tuple[str, int], ...] = ()
     """(node, GPU index) pairs to use only when nothing else fits (where it just failed)."""
+    cpus: float = 0.0
+    """CPUs the replica reserves on its node (counted only when not 0)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +263,7 @@ class DeploymentPlacementActor(Actor):
                     gpus=message.gpus,
                     gpu_memory_gib=message.gpu_memory_gib,
                     avoid=message.avoid,
+                    cpus=message.cpus,
                 )
             case ReleaseReplica(replica_id=replica_id):
                 self.placer.release(replica_id)

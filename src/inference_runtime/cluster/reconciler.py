@@ -243,7 +243,14 @@ class Reconciler:
         assert m.coordinator is not None
         try:
             placement: Placement = await m.placement.ask(
-                PlaceReplica(record.replica_id, spec.name, spec.gpus, spec.gpu_memory_gib, avoid)
+                PlaceReplica(
+                    record.replica_id,
+                    spec.name,
+                    spec.gpus,
+                    spec.gpu_memory_gib,
+                    avoid,
+                    cpus=getattr(m.launcher, "replica_cpus", 0.0),
+                )
             )
         except PlacementFailed as error:
             record.phase, record.last_error = Phase.PENDING, str(error)

@@ -112,3 +112,19 @@ def test_gpus_of_unknown_memory_are_held_whole() -> None:
     assert placer.place(replica_id="s#0", deployment="s", gpus=1, gpu_memory_gib=10).node_id == "r"
     with pytest.raises(PlacementFailed):
         placer.place(replica_id="s#1", deployment="s", gpus=1, gpu_memory_gib=1)
+
+
+def test_cpus_are_counted_when_replicas_reserve_them() -> None:
+    small = NodeInfo("s", cpus=1, memory_mib=1024)
+    big = NodeInfo("b", cpus=2, memory_mib=1024)
+    placer = Placer([small, big])
+    nodes = [
+        placer.place(replica_id=f"d#{i}", deployment="d", gpus=0, cpus=1).node_id for i in range(3)
+    ]
+    assert sorted(nodes) == ["b", "b", "s"]
+    with pytest.raises(PlacementFailed, match="needs 1 CPUs per replica; 0 free on any node"):
+        placer.place(replica_id="d#3", deployment="d", gpus=0, cpus=1)
+    placer.release("d#0")
+    assert placer.place(replica_id="d#3", deployment="d", gpus=0, cpus=1).node_id == nodes[0]
+    # not counted when not asked (the local backend)
+    assert placer.place(replica_id="x#0", deployment="x", gpus=0).node_id in {"s", "b"}

@@ -28,6 +28,8 @@ class RayLauncher:
     def __init__(self, config: ClusterConfig, host_class: Any) -> None:
         self.config = config
         self.host_class = host_class
+        # what each bundle reserves, so that placement counts it (see RayReplicaActor._launch)
+        self.replica_cpus = config.replica_cpus or 0.01
 
     def props(
         self,
