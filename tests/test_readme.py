@@ -69,3 +69,15 @@ def test_readme_remote_example_is_valid() -> None:
     remote = RemoteConfig.of(config.deployments[0])
     assert remote.rate_limits is not None
     assert remote.retry.max_retries == 3
+
+
+def test_readme_cluster_example_is_valid() -> None:
+    import yaml
+
+    from inference_runtime.config import RuntimeConfig
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Across machines on Ray", 1)[1].split("```yaml", 1)[1]
+    config = RuntimeConfig.from_dict(yaml.safe_load(block.split("```", 1)[0]))
+    assert config.cluster.backend == "ray"
+    assert "--ray" in readme.split("## Across machines on Ray", 1)[1].split("```bash", 1)[1]

@@ -14,6 +14,7 @@ import os
 import signal
 import sqlite3
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from inference_runtime.actors import ActorRef, ActorSystem, Props
 from inference_runtime.cluster import (
@@ -45,7 +46,8 @@ def state_path(config: RuntimeConfig) -> str:
 
 
 class Runtime:
-    """``inventory``: the nodes placement may use (default: this machine, probed)."""
+    """``inventory``: the nodes placement may use (default: this machine, probed; with
+    ``cluster.backend: ray``, the Ray cluster's live nodes)."""
 
     def __init__(
         self,
@@ -56,7 +58,9 @@ class Runtime:
     ) -> None:
         self.config = config
         self.name = name
-        self.inventory = inventory or (lambda: [probe_local_node()])
+        self.inventory = inventory
+        self.backend: Any = None
+        """The Ray backend (``cluster.ray.RayBackend``) when ``cluster.backend`` is ray."""
         self.system: ActorSystem | None = None
         self.gateway: ActorRef | None = None
         self.manager: ActorRef | None = None
@@ -75,12 +79,26 @@ class Runtime:
         # refuse a bad auth setup (a key file missing, an open non-loopback bind) before
         # anything starts; the gateway builds its own when it listens
         Authenticator(config.auth, host=config.gateway.host, clock=lambda: 0.0)
+        launcher = None
+        inventory = self.inventory or (lambda: [probe_local_node()])
+        if config.cluster.backend == "ray":
+            try:
+                from inference_runtime.cluster.ray import RayBackend
+            except ImportError as error:
+                raise ValueError(
+                    "cluster.backend: ray needs Ray installed "
+                    f"(pip install 'inference-runtime[ray]'): {error}"
+                ) from None
+            self.backend = RayBackend(config.cluster)
+            self.backend.connect()
+            inventory = self.inventory or self.backend.inventory
+            launcher = self.backend.launcher()
+        live = self.backend is not None
         self.database = open_database(state_path(config))
         system = self.system = ActorSystem.create(self.name)
         clock = system.clock
         ledger = BudgetLedger(clock.now, SqliteSpendStore(self.database, now=clock.now))
         store = CatalogStore(self.database)
-        inventory = self.inventory
         try:
             # one route ask and one release per request, plus load reports: a deep mailbox
             dp = system.actor_of(
@@ -92,7 +110,7 @@ class Runtime:
                 "metrics",
             )
             placement = system.actor_of(
-                Props.create(lambda: DeploymentPlacementActor(inventory)), "placement"
+                Props.create(lambda: DeploymentPlacementActor(inventory, live=live)), "placement"
             )
             self.manager = system.actor_of(
                 Props.create(
@@ -103,6 +121,7 @@ class Runtime:
                         store=store,
                         initial=config.deployments,
                         config=config.manager,
+                        launcher=launcher,
                     )
                 ),
                 "mgr",
@@ -113,8 +132,14 @@ class Runtime:
         except BaseException:
             await system.shutdown()
             self._close_database()
+            self._close_backend()
             raise
         return self.address
+
+    def _close_backend(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+            self.backend = None
 
     def _close_database(self) -> None:
         if self.database is not None:
@@ -132,6 +157,7 @@ class Runtime:
                 log.warning("drain failed: %r", error)
         await self.system.shutdown()
         self._close_database()
+        self._close_backend()
 
     async def serve_forever(self) -> None:
         """Run until SIGINT or SIGTERM, then drain and stop."""

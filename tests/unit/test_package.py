@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +14,7 @@ from inference_runtime import errors
 from inference_runtime.cli.main import main
 
 HEAVY = ("torch", "transformers", "ray", "vllm")
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fake.yaml"
 
 
 def test_import_stays_light() -> None:
@@ -54,3 +57,18 @@ def test_error_tree_retryable_split() -> None:
     assert issubclass(errors.AskTimeout, TimeoutError)
     for name in ("InvalidActorName", "ActorNameTaken", "MailboxFull", "ActorStopped"):
         assert name in (errors.__doc__ or ""), f"{name} missing from the drawn tree"
+
+
+def test_serve_takes_an_optional_ray_address() -> None:
+    from inference_runtime.cli.main import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["serve"]).ray is None
+    assert parser.parse_args(["serve", "--ray"]).ray == ""
+    assert parser.parse_args(["serve", "--ray", "ray://head:10001"]).ray == "ray://head:10001"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is not None, reason="Ray is installed")
+def test_serve_ray_without_ray_says_how_to_install_it(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--ray", "--config", str(EXAMPLE), "--port", "0"]) == 2
+    assert "pip install 'inference-runtime[ray]'" in capsys.readouterr().err

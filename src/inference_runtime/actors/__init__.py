@@ -5,6 +5,7 @@ It knows nothing of inference; every other layer of the runtime is built from it
 
 from inference_runtime.actors.actor import Actor, ActorContext
 from inference_runtime.actors.clock import Cancellable, Clock, LoopClock
+from inference_runtime.actors.deferred import Deferred
 from inference_runtime.actors.messages import ChildFailed, DeadLetter, PoisonPill, Terminated
 from inference_runtime.actors.props import DEFAULT_MAILBOX_CAPACITY, Props
 from inference_runtime.actors.ref import DEFAULT_ASK_TIMEOUT, ActorRef, ActorStatistics
@@ -53,6 +54,7 @@ __all__ = [
     "DeadLetter",
     "DeadLetters",
     "Decider",
+    "Deferred",
     "Directive",
     "InvalidActorName",
     "LoopClock",

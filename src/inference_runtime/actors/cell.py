@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from inference_runtime.actors.actor import Actor, ActorContext
+from inference_runtime.actors.deferred import Deferred
 from inference_runtime.actors.messages import ChildFailed, PoisonPill, Terminated
 from inference_runtime.actors.ref import ActorRef, ActorStatistics
 from inference_runtime.actors.supervision import Directive, RestartWindow, SupervisorStrategy
@@ -107,6 +108,7 @@ class ActorCell:
         self.failure: BaseException | None = None
         self.interruptible = False
         self.cancel_requested = False
+        self.deferred: set[asyncio.Task[None]] = set()
         self.waiter: asyncio.Future[None] | None = None
         self.suspension: asyncio.Future[None] | None = None
         self.processed = 0
@@ -229,9 +231,32 @@ class ActorCell:
                 continue
             finally:
                 self.current_sender = None
-            if reply is not None and not reply.done():
+            if isinstance(result, Deferred):
+                self._defer(result, reply)
+            elif reply is not None and not reply.done():
                 reply.set_result(result)
             self.processed += 1
+
+    def _defer(self, deferred: Deferred, reply: asyncio.Future[Any] | None) -> None:
+        task = self.loop.create_task(self._settle(deferred, reply), name=f"{self.path}:deferred")
+        self.deferred.add(task)
+        task.add_done_callback(self.deferred.discard)
+
+    async def _settle(self, deferred: Deferred, reply: asyncio.Future[Any] | None) -> None:
+        try:
+            result = await deferred.awaitable
+        except asyncio.CancelledError:
+            if reply is not None and not reply.done():
+                reply.set_exception(ActorStopped(self.path))
+            raise
+        except Exception as error:
+            if reply is None:
+                log.warning("%s: %r raised from a deferred tell; dropped", self.path, error)
+            elif not reply.done():
+                reply.set_exception(error)
+            return
+        if reply is not None and not reply.done():
+            reply.set_result(result)
 
     def _accept_kernel(self, message: object) -> bool:
         """Handle PoisonPill here; let through only Terminated of actors still watched."""
@@ -390,6 +415,8 @@ class ActorCell:
     async def _teardown(self) -> None:
         self.stopping = True
         self._drain_mailbox()
+        for task in list(self.deferred):
+            task.cancel()
         await self._stop_children()
         self.timers.cancel_all()
         if self.instance is not None and self.started:

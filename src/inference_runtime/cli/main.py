@@ -46,6 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve on a non-loopback address with no API key configured",
     )
+    serve.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="run every replica in a Ray actor on a Ray cluster (cluster.backend: ray); "
+        "ADDRESS: the cluster to join (default: cluster.address, else the one `ray start` "
+        "began on this machine, else a new local one)",
+    )
     add_admin_commands(commands)
     return parser
 
@@ -71,7 +80,12 @@ def _serve(args: argparse.Namespace) -> int:
     auth = config.auth
     if args.allow_unauthenticated:
         auth = msgspec.structs.replace(auth, allow_unauthenticated=True)
-    config = msgspec.structs.replace(config, gateway=gateway, auth=auth)
+    cluster = config.cluster
+    if args.ray is not None:
+        cluster = msgspec.structs.replace(
+            cluster, backend="ray", address=args.ray or cluster.address
+        )
+    config = msgspec.structs.replace(config, gateway=gateway, auth=auth, cluster=cluster)
 
     from inference_runtime.runtime import Runtime
 

@@ -11,7 +11,7 @@ health check took out. Subscribers (the gateway) get the catalog on every change
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -27,11 +27,12 @@ from inference_runtime.actors import (
 )
 from inference_runtime.cluster.health import ProgressWatch
 from inference_runtime.cluster.inventory import probe_local_node
+from inference_runtime.cluster.launcher import LocalLauncher, ReplicaLauncher, RunnerFactory
 from inference_runtime.cluster.placement import DeploymentPlacementActor
 from inference_runtime.cluster.reconciler import Reconciler
 from inference_runtime.cluster.replicas import Phase, ReplicaRecord
 from inference_runtime.config import ManagerConfig
-from inference_runtime.engine import GetEngineStats, ModelRunner, ReplicaDown, create_runner
+from inference_runtime.engine import GetEngineStats, ReplicaDown, create_runner
 from inference_runtime.engine.runtimes import RUNNERS
 from inference_runtime.errors import (
     Conflict,
@@ -45,9 +46,6 @@ from inference_runtime.storage import CatalogStore, StoredDeployment
 from inference_runtime.types import Deployment
 
 log = logging.getLogger("inference_runtime.cluster")
-
-RunnerFactory = Callable[..., ModelRunner]
-"""``factory(deployment, device=...)``: the replica's runner; ``device`` from its placement."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +147,7 @@ class DeploymentManagerActor(Actor):
         store: CatalogStore | None = None,
         initial: Sequence[Deployment] = (),
         config: ManagerConfig | None = None,
+        launcher: ReplicaLauncher | None = None,
     ) -> None:
         self.coordinator = coordinator
         self.metrics = metrics
@@ -157,6 +156,7 @@ class DeploymentManagerActor(Actor):
         self.store = store
         self.initial = tuple(initial)
         self.config = config or ManagerConfig()
+        self.launcher: ReplicaLauncher = launcher or LocalLauncher()
         self.desired: dict[str, StoredDeployment] = {}
         self.messages: dict[str, str | None] = {}
         self.replicas: dict[str, dict[str, ReplicaRecord]] = {}

@@ -40,6 +40,7 @@ class _Grant:
     gpu_indices: tuple[int, ...]
     memory_mib: int | None
     """Per GPU; ``None``: the GPUs are held whole."""
+    cpus: float = 0.0
 
 
 class GpuPlacer:
@@ -55,6 +56,8 @@ class GpuPlacer:
 
     def fits(self, index: int, memory_mib: int | None) -> bool:
         held = self.holders[index].values()
+        if memory_mib is not None and self.gpus[index].memory_total_mib <= 0:
+            memory_mib = None  # its memory is not known (a Ray node's GPU): held whole
         if any(g.memory_mib is None for g in held):
             return False  # held whole by another replica
         if memory_mib is None:
@@ -106,9 +109,11 @@ class Placer:
         gpus: int,
         gpu_memory_gib: float | None = None,
         avoid: Iterable[tuple[str, int]] = (),
+        cpus: float = 0.0,
     ) -> Placement:
         """Grant a node (and ``gpus`` indices on it) to a replica, or raise PlacementFailed.
-        Placing a replica id that already holds a grant releases the old one first."""
+        Placing a replica id that already holds a grant releases the old one first. ``cpus``:
+        CPUs the replica reserves on its node (the Ray backend's bundles); 0: not counted."""
         self.release(replica_id)
         if not self.nodes:
             raise PlacementFailed("no node is known to the placement")
@@ -116,6 +121,8 @@ class Placer:
         avoided = frozenset(avoid)
         picks: list[tuple[tuple[int, int, int], str, tuple[int, ...]]] = []
         for node_id, placer in self.gpu_placers.items():
+            if cpus and self._cpus_used(node_id) + cpus > self.nodes[node_id].cpus + 1e-9:
+                continue
             mine = sum(
                 1
                 for g in self.grants.values()
@@ -131,12 +138,33 @@ class Placer:
                     ((mine, len(skip & set(indices)), len(self._on(node_id))), node_id, indices)
                 )
         if not picks:
-            raise PlacementFailed(self._why(gpus, memory))
+            raise PlacementFailed(self._why(gpus, memory, cpus))
         _, node_id, indices = min(picks)
-        grant = _Grant(deployment, node_id, indices, memory)
+        grant = _Grant(deployment, node_id, indices, memory, cpus)
         self.grants[replica_id] = grant
         self.gpu_placers[node_id].hold(replica_id, grant)
         return Placement(node_id, indices)
+
+    def update(self, nodes: Sequence[NodeInfo]) -> list[str]:
+        """Take a new inventory: nodes that left lose their grants (returned: the replica ids
+        that held them), new nodes join, and grants on the nodes that stay are kept."""
+        fresh = {node.node_id: node for node in nodes}
+        lost = [rid for rid, g in self.grants.items() if g.node_id not in fresh]
+        for rid in lost:
+            del self.grants[rid]
+        for node_id, node in fresh.items():
+            if self.nodes.get(node_id) != node:
+                placer = GpuPlacer(node.gpus)
+                for rid, grant in self.grants.items():
+                    if grant.node_id == node_id and all(
+                        i in placer.gpus for i in grant.gpu_indices
+                    ):
+                        placer.hold(rid, grant)
+                self.gpu_placers[node_id] = placer
+        for node_id in set(self.nodes) - set(fresh):
+            del self.gpu_placers[node_id]
+        self.nodes = fresh
+        return lost
 
     def release(self, replica_id: str) -> None:
         grant = self.grants.pop(replica_id, None)
@@ -146,7 +174,14 @@ class Placer:
     def _on(self, node_id: str) -> list[_Grant]:
         return [g for g in self.grants.values() if g.node_id == node_id]
 
-    def _why(self, gpus: int, memory_mib: int | None) -> str:
+    def _cpus_used(self, node_id: str) -> float:
+        return sum(g.cpus for g in self._on(node_id))
+
+    def _why(self, gpus: int, memory_mib: int | None, cpus: float = 0.0) -> str:
+        if cpus:
+            free = max(node.cpus - self._cpus_used(n) for n, node in self.nodes.items())
+            if free + 1e-9 < cpus:
+                return f"needs {cpus:g} CPUs per replica; {max(free, 0):g} free on any node"
         best = max((len(p.candidates(memory_mib)) for p in self.gpu_placers.values()), default=0)
         total = max((len(p.gpus) for p in self.gpu_placers.values()), default=0)
         need = f"needs {gpus} GPU{'s' if gpus != 1 else ''} per replica"
@@ -187,6 +222,8 @@ class PlaceReplica:
     gpu_memory_gib: float | None = None
     avoid: tuple[tuple[str, int], ...] = ()
     """(node, GPU index) pairs to use only when nothing else fits (where it just failed)."""
+    cpus: float = 0.0
+    """CPUs the replica reserves on its node (counted only when not 0)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,26 +237,37 @@ class GetInventory:
 
 
 class DeploymentPlacementActor(Actor):
+    """``live``: the inventory changes while the runtime runs (nodes of a Ray cluster join and
+    leave): it is read again before each placement and inventory answer."""
+
     replied_errors = (InferenceRuntimeError,)
 
-    def __init__(self, inventory: Callable[[], Sequence[NodeInfo]]) -> None:
+    def __init__(self, inventory: Callable[[], Sequence[NodeInfo]], *, live: bool = False) -> None:
         self.inventory = inventory
+        self.live = live
 
     def pre_start(self) -> None:
         self.placer = Placer(self.inventory())
 
+    def _refresh(self) -> None:
+        if self.live:
+            self.placer.update(self.inventory())
+
     def receive(self, message: Any) -> Any:
         match message:
             case PlaceReplica():
+                self._refresh()
                 return self.placer.place(
                     replica_id=message.replica_id,
                     deployment=message.deployment,
                     gpus=message.gpus,
                     gpu_memory_gib=message.gpu_memory_gib,
                     avoid=message.avoid,
+                    cpus=message.cpus,
                 )
             case ReleaseReplica(replica_id=replica_id):
                 self.placer.release(replica_id)
             case GetInventory():
+                self._refresh()
                 return self.placer.statistics()
         return None

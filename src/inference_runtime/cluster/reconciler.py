@@ -34,7 +34,6 @@ from inference_runtime.cluster.messages import (
 )
 from inference_runtime.cluster.placement import Placement, PlaceReplica, ReleaseReplica
 from inference_runtime.cluster.replicas import Phase, ReplicaRecord, shape
-from inference_runtime.engine.runtimes import engine_actor_class
 from inference_runtime.errors import InferenceRuntimeError, PlacementFailed
 from inference_runtime.metrics import RemoveDeployment
 from inference_runtime.types import Deployment, ReplicaState
@@ -244,7 +243,14 @@ class Reconciler:
         assert m.coordinator is not None
         try:
             placement: Placement = await m.placement.ask(
-                PlaceReplica(record.replica_id, spec.name, spec.gpus, spec.gpu_memory_gib, avoid)
+                PlaceReplica(
+                    record.replica_id,
+                    spec.name,
+                    spec.gpus,
+                    spec.gpu_memory_gib,
+                    avoid,
+                    cpus=getattr(m.launcher, "replica_cpus", 0.0),
+                )
             )
         except PlacementFailed as error:
             record.phase, record.last_error = Phase.PENDING, str(error)
@@ -275,19 +281,12 @@ class Reconciler:
         return True
 
     def _engine_props(self, record: ReplicaRecord, placement: Placement) -> Props:
-        dep, factory, device = record.spec, self.m.runner_factory, placement.device
-        engine_class = engine_actor_class(dep.runtime)
-        coordinator = self.m.coordinator
-        # every admitted sequence may have an add and an abort queued at once
-        capacity = 2 * (dep.serving.max_concurrent + dep.serving.queue_capacity) + 64
-        return Props(
-            lambda: engine_class(
-                dep,
-                record.replica_id,
-                coordinator=coordinator,
-                runner_factory=lambda: factory(dep, device=device),
-            ),
-            mailbox_capacity=capacity,
+        return self.m.launcher.props(
+            record.spec,
+            record.replica_id,
+            placement,
+            coordinator=self.m.coordinator,
+            runner_factory=self.m.runner_factory,
         )
 
     def _actor_name(self, record: ReplicaRecord) -> str:

@@ -9,6 +9,7 @@ from inference_runtime.config.environment import (
 )
 from inference_runtime.config.settings import (
     AuthConfig,
+    ClusterConfig,
     GatewayConfig,
     ManagerConfig,
     RuntimeConfig,
@@ -18,6 +19,7 @@ from inference_runtime.config.settings import (
 
 __all__ = [
     "AuthConfig",
+    "ClusterConfig",
     "Environment",
     "GatewayConfig",
     "ManagerConfig",

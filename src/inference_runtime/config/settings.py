@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import yaml
@@ -107,6 +107,31 @@ class ManagerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             raise ValueError("manager: drain_timeout_s and replace_backoff_s must be >= 0")
 
 
+class ClusterConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where replicas run: in this process (``local``) or in Ray actors across a Ray cluster."""
+
+    backend: Literal["local", "ray"] = "local"
+    address: str | None = None
+    """Ray: the cluster to join (``auto``, ``HOST:6379``, ``ray://HOST:10001``); none: the
+    cluster started on this machine by ``ray start``, else a new local one."""
+    namespace: str = "inference-runtime"
+    """Ray: the namespace of the replicas' actors and placement groups."""
+    replica_cpus: float = 1.0
+    """Ray: CPUs reserved for each replica (its placement group bundle holds these and the
+    replica's GPUs). Nodes with fewer CPUs than this take no replica."""
+    placement_timeout_s: float = 60.0
+    """Ray: how long a replica waits for its placement group; then it counts as failed and is
+    placed again (after the backoff)."""
+    call_timeout_s: float = 30.0
+    """Ray: the bound on a control call to a replica's actor (admission, statistics)."""
+
+    def __post_init__(self) -> None:
+        if self.replica_cpus < 0:
+            raise ValueError("cluster.replica_cpus: must be >= 0")
+        if self.placement_timeout_s <= 0 or self.call_timeout_s <= 0:
+            raise ValueError("cluster: placement_timeout_s and call_timeout_s must be > 0")
+
+
 class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A whole server: its gateway and the deployments it serves."""
 
@@ -116,6 +141,7 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     auth: AuthConfig = AuthConfig()
     storage: StorageConfig = StorageConfig()
     manager: ManagerConfig = ManagerConfig()
+    cluster: ClusterConfig = ClusterConfig()
 
     def __post_init__(self) -> None:
         names = [d.name for d in self.deployments]

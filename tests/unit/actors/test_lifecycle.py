@@ -13,6 +13,7 @@ from inference_runtime.actors import (
     ActorStopped,
     ActorSystem,
     AskTimeout,
+    Deferred,
     InvalidActorName,
     MailboxFull,
     PoisonPill,
@@ -437,3 +438,54 @@ async def test_ask_deadlines_share_timers(system: ActorSystem) -> None:
     assert not other_lane.done()
     gate.set()
     assert await other_lane == "long"
+
+
+class Forwarder(Actor):
+    """Answers each ask later (``Deferred``), after ``gate`` opens for it."""
+
+    def __init__(self, gates: dict[str, asyncio.Event]) -> None:
+        self.gates = gates
+        self.seen: list[Any] = []
+
+    def receive(self, message: Any) -> Any:
+        self.seen.append(message)
+        if message == "seen":
+            return list(self.seen)
+        return Deferred(self._later(message))
+
+    async def _later(self, message: str) -> str:
+        await self.gates[message].wait()
+        if message.startswith("bad"):
+            raise ValueError(message)
+        return message.upper()
+
+
+async def test_a_deferred_answer_does_not_hold_the_mailbox(system: ActorSystem) -> None:
+    gates = {name: asyncio.Event() for name in ("a", "b", "bad")}
+    ref = system.actor_of(Props(lambda: Forwarder(gates)))
+    first = asyncio.ensure_future(ref.ask("a"))
+    second = asyncio.ensure_future(ref.ask("b"))
+    failing = asyncio.ensure_future(ref.ask("bad"))
+    await asyncio.sleep(0)  # the three asks are sent
+    assert await ref.ask("seen") == ["a", "b", "bad", "seen"]  # none waited for another
+    gates["b"].set()
+    assert await second == "B"
+    assert not first.done()
+    gates["a"].set()
+    gates["bad"].set()
+    assert await first == "A"
+    with pytest.raises(ValueError, match="bad"):
+        await failing
+    assert ref.is_alive  # what a deferred answer raises is not a failure of the actor
+    assert ref.statistics().failures == 0
+
+
+async def test_stopping_fails_deferred_asks(system: ActorSystem) -> None:
+    ref = system.actor_of(Props(lambda: Forwarder({"a": asyncio.Event()})))
+    pending = asyncio.ensure_future(ref.ask("a"))
+    await asyncio.sleep(0)
+    await ref.ask("seen")
+    ref.stop()
+    await ref.wait_stopped()
+    with pytest.raises(ActorStopped):
+        await pending

@@ -91,3 +91,40 @@ def test_the_local_probe_is_a_cpu_node_without_nvml(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(nvml, "_library", lambda: None)
     probed = probe_local_node()
     assert probed.gpus == () and probed.cpus >= 1 and probed.memory_mib > 0
+
+
+def test_a_new_inventory_keeps_grants_on_staying_nodes_and_drops_lost_ones() -> None:
+    placer = Placer([node("a", 80), node("b", 80)])
+    on = {placer.place(replica_id=f"d#{i}", deployment="d", gpus=1).node_id: i for i in range(2)}
+    lost = placer.update([node("a", 80), node("c", 80, 80)])
+    assert lost == [f"d#{on['b']}"]
+    assert sorted(placer.nodes) == ["a", "c"]
+    # a's GPU is still held; the replica that was on b goes to c
+    again = placer.place(replica_id=f"d#{on['b']}", deployment="d", gpus=1)
+    assert again.node_id == "c"
+    with pytest.raises(PlacementFailed):
+        placer.place(replica_id="w#0", deployment="w", gpus=2)  # c has one GPU free now
+
+
+def test_gpus_of_unknown_memory_are_held_whole() -> None:
+    unknown = NodeInfo("r", cpus=4, memory_mib=1024, gpus=(GpuInfo(0, "GPU", 0, 0),))
+    placer = Placer([unknown])
+    assert placer.place(replica_id="s#0", deployment="s", gpus=1, gpu_memory_gib=10).node_id == "r"
+    with pytest.raises(PlacementFailed):
+        placer.place(replica_id="s#1", deployment="s", gpus=1, gpu_memory_gib=1)
+
+
+def test_cpus_are_counted_when_replicas_reserve_them() -> None:
+    small = NodeInfo("s", cpus=1, memory_mib=1024)
+    big = NodeInfo("b", cpus=2, memory_mib=1024)
+    placer = Placer([small, big])
+    nodes = [
+        placer.place(replica_id=f"d#{i}", deployment="d", gpus=0, cpus=1).node_id for i in range(3)
+    ]
+    assert sorted(nodes) == ["b", "b", "s"]
+    with pytest.raises(PlacementFailed, match="needs 1 CPUs per replica; 0 free on any node"):
+        placer.place(replica_id="d#3", deployment="d", gpus=0, cpus=1)
+    placer.release("d#0")
+    assert placer.place(replica_id="d#3", deployment="d", gpus=0, cpus=1).node_id == nodes[0]
+    # not counted when not asked (the local backend)
+    assert placer.place(replica_id="x#0", deployment="x", gpus=0).node_id in {"s", "b"}
