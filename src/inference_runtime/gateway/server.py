@@ -196,6 +196,7 @@ class GatewayServer:
                 session_id=session,
                 priority=_priority(request),
                 passthrough=passthrough,
+                stream=req.stream,
             )
             for i in range(req.n)
         )
@@ -224,6 +225,7 @@ class GatewayServer:
                     session_id=session,
                     priority=_priority(request),
                     passthrough=passthrough,
+                    stream=req.stream,
                 )
                 for i in range(req.n)
             )

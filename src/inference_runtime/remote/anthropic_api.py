@@ -18,6 +18,7 @@ its neutral value is refused by name (``UnsupportedParameter``, a 400): never si
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -56,7 +57,7 @@ _FINISH = {
 
 
 def build_request(
-    group: tuple[EngineRequest, ...], *, config: RemoteConfig, key: Secret
+    group: tuple[EngineRequest, ...], *, config: RemoteConfig, key: Secret, stream: bool = True
 ) -> tuple[str, dict[str, str], bytes]:
     """URL, headers and body of a streamed Messages API call; refusals raise before any call."""
     first = group[0]
@@ -266,6 +267,19 @@ class AnthropicStream:
         """Content block index -> OpenAI tool call index (which counts tool calls only)."""
         self._prompt = 0
         self._completion = 0
+
+    whole_body = False
+    """Non-streamed replies are not read: an Anthropic call always streams."""
+
+    def feed_all(self, events: Iterable[SSEEvent]) -> list[TokenChunk]:
+        """The chunks of a batch of events (those of one network read)."""
+        out: list[TokenChunk] = []
+        for event in events:
+            out += self.feed(event)
+        return out
+
+    def feed_body(self, body: bytes) -> list[TokenChunk]:
+        raise NotImplementedError("an Anthropic call always streams")
 
     def feed(self, event: SSEEvent) -> list[TokenChunk]:
         data = event.data.strip()

@@ -17,6 +17,7 @@ import heapq
 import itertools
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +29,7 @@ from inference_runtime.engine.embedding_core import (
     EmbeddingResult,
 )
 from inference_runtime.engine.replica import ReplicaActor
-from inference_runtime.engine.sink import SequenceSink
+from inference_runtime.engine.sink import SequenceSink, batch_emitter
 from inference_runtime.errors import (
     AuthenticationFailed,
     Backpressure,
@@ -60,6 +61,10 @@ class RefreshKey:
     the key they were sent with). Answers whether the key changed."""
 
 
+def _drop(chunks: list[TokenChunk]) -> None:
+    """An embeddings job has no sink: nothing streams."""
+
+
 @dataclass(eq=False)
 class _Job:
     request_id: str
@@ -73,6 +78,12 @@ class _Job:
     embed: Embed | None = None
     """Set for an embeddings request; its answer goes to ``result``."""
     result: asyncio.Future[EmbeddingResult] | None = field(default=None, repr=False)
+    emit: Callable[[list[TokenChunk]], None] = field(default=_drop, repr=False)
+    """Hands a batch of chunks to ``sink``."""
+
+    def __post_init__(self) -> None:
+        if self.sink is not None:
+            self.emit = batch_emitter(self.sink)
 
     def __lt__(self, other: _Job) -> bool:
         return self.order < other.order
@@ -257,7 +268,7 @@ class RemoteEngineCoreActor(ReplicaActor):
             else:
                 assert job.sink is not None
                 await call_upstream(
-                    self.runner, self.provider, self.config, job.group, stream, job.sink
+                    self.runner, self.provider, self.config, job.group, stream, job.emit
                 )
         except UpstreamFailure as failure:
             if failure.classification.counts_for_breaker:
@@ -313,6 +324,12 @@ class _NoStream:
     chunks_out = 0
 
     def feed(self, event: object) -> list[TokenChunk]:
+        return []
+
+    def feed_all(self, events: object) -> list[TokenChunk]:
+        return []
+
+    def feed_body(self, body: bytes) -> list[TokenChunk]:
         return []
 
 

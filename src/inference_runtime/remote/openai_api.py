@@ -1,14 +1,20 @@
 """The OpenAI-compatible provider (OpenAI, vLLM, a LiteLLM proxy, Ollama, ...): the upstream
 request built from the client's own body, and the upstream's SSE turned into our chunks.
 
-The client's body goes upstream untouched but for ``model`` (the upstream's name), ``stream``
-(always on: the first token decides whether a retry is still allowed) and ``include_usage`` (the
-provider counts the tokens). Each SSE event is decoded once, into a dict: the delta's fields
-other than the text (``tool_calls``, ``refusal``, ...) are handed on as they came.
+The client's body goes upstream untouched but for ``model`` (the upstream's name), ``n``,
+``stream`` and ``include_usage`` (the provider counts the tokens). A streamed client request is
+streamed from the upstream (the first token decides whether a retry is still allowed); a
+non-streamed one is one non-streamed upstream call: one JSON body, decoded once.
+
+Decoding is typed (``msgspec.Struct`` with only the fields we read, one reused decoder), so the
+fields we do not need (``id``, ``model``, ``system_fingerprint``, ...) are skipped, not built.
+The delta (or message) itself is decoded into a dict: its fields other than the text
+(``tool_calls``, ``refusal``, vendor fields) are handed on as they came.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -19,12 +25,11 @@ from inference_runtime.remote.sse import SSEEvent
 from inference_runtime.types import EngineRequest, Secret, TokenChunk, Usage
 
 _encode = msgspec.json.Encoder().encode
-_decode = msgspec.json.Decoder().decode
 _OURS = ("role", "content")
 
 
 def build_request(
-    group: tuple[EngineRequest, ...], *, config: RemoteConfig, key: Secret
+    group: tuple[EngineRequest, ...], *, config: RemoteConfig, key: Secret, stream: bool = True
 ) -> tuple[str, dict[str, str], bytes]:
     first = group[0]
     chat = first.messages is not None
@@ -35,9 +40,14 @@ def build_request(
         body["prompt"] = first.prompt
     body["model"] = config.model
     body["n"] = len(group)
-    body["stream"] = True
-    body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-    headers = {"Content-Type": "application/json", "Accept": "text/event-stream", **config.headers}
+    body["stream"] = stream
+    if stream:
+        body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        accept = "text/event-stream"
+    else:  # a whole reply always carries its usage
+        body.pop("stream_options", None)
+        accept = "application/json"
+    headers = {"Content-Type": "application/json", "Accept": accept, **config.headers}
     if key:
         headers["Authorization"] = f"Bearer {key.reveal()}"
     path = "/chat/completions" if chat else "/completions"
@@ -58,8 +68,41 @@ def _from_fields(request: EngineRequest) -> dict[str, Any]:
     return body
 
 
+class _Usage(msgspec.Struct):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class _Choice(msgspec.Struct):
+    index: int | None = 0
+    delta: dict[str, Any] | None = None
+    """Chat, streamed."""
+    message: dict[str, Any] | None = None
+    """Chat, whole."""
+    text: str | None = None
+    """Completions."""
+    finish_reason: str | None = None
+
+
+class _Frame(msgspec.Struct):
+    """One streamed chunk, or a whole reply: the fields we read, nothing else."""
+
+    choices: list[_Choice] | None = None
+    usage: _Usage | None = None
+    error: Any = msgspec.UNSET
+
+
+_decode_frame = msgspec.json.Decoder(_Frame).decode
+
+
 class OpenAIStream:
-    """Turns one upstream response's SSE events into our chunks, for one request's choices."""
+    """Turns one upstream response (SSE events, or a whole body) into our chunks, for one
+    request's choices."""
+
+    __slots__ = ("chunks_out", "done", "finished", "indexes", "request_id", "usage")
+
+    whole_body = True
+    """It can read a non-streamed reply (``feed_body``)."""
 
     def __init__(self, group: tuple[EngineRequest, ...]) -> None:
         self.request_id = group[0].request_id
@@ -70,55 +113,90 @@ class OpenAIStream:
         self.chunks_out = 0
 
     def feed(self, event: SSEEvent) -> list[TokenChunk]:
-        data = event.data.strip()
-        if not data:
-            return []
-        if data == b"[DONE]":
-            self.done = True
-            return []
-        try:
-            frame = _decode(data)
-        except msgspec.DecodeError:
-            raise UpstreamError(
-                "malformed SSE from the upstream: a data line is not JSON"
-            ) from None
-        if not isinstance(frame, dict):
-            raise UpstreamError("malformed SSE from the upstream: a data line is not an object")
-        if "error" in frame:
-            raise UpstreamError(f"the upstream failed mid-stream: {_message(frame['error'])}")
-        usage = frame.get("usage")
-        if isinstance(usage, dict):
-            self.usage = Usage(
-                prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                completion_tokens=int(usage.get("completion_tokens") or 0),
-            )
-        out = []
-        for choice in frame.get("choices") or ():
-            chunk = self._chunk(choice)
-            if chunk is not None:
-                out.append(chunk)
+        return self.feed_all((event,))
+
+    def feed_all(self, events: Iterable[SSEEvent]) -> list[TokenChunk]:
+        """The chunks of a batch of events (those of one network read)."""
+        out: list[TokenChunk] = []
+        for event in events:
+            data = event.data
+            if not data or data[0] != 0x7B:  # not "{": [DONE], blank, or padded with spaces
+                data = data.strip()
+                if not data:
+                    continue
+                if data == b"[DONE]":
+                    self.done = True
+                    continue
+            self._frame(_decode(data), out)
         self.chunks_out += len(out)
         return out
 
-    def _chunk(self, choice: dict[str, Any]) -> TokenChunk | None:
-        upstream_index = int(choice.get("index") or 0)
-        if upstream_index >= len(self.indexes):
-            raise UpstreamError(f"the upstream answered choice {upstream_index}, not asked for")
-        index = self.indexes[upstream_index]
-        delta = choice.get("delta")
-        if isinstance(delta, dict):  # chat
-            text = delta.get("content") or ""
-            extra = {k: v for k, v in delta.items() if k not in _OURS and v is not None} or None
-        else:  # completions
-            text, extra = choice.get("text") or "", None
-        finish = choice.get("finish_reason")
-        if finish:
-            self.finished[index] = finish
-        if not text and not extra and not finish:
-            return None
-        return TokenChunk(
-            request_id=self.request_id, index=index, text=text, finish_reason=finish, extra=extra
-        )
+    def feed_body(self, body: bytes) -> list[TokenChunk]:
+        """The chunks of a whole (non-streamed) reply: one per choice, with all its text."""
+        out: list[TokenChunk] = []
+        self._frame(_decode(body), out)
+        self.done = True
+        if out:  # tokens, for the count when the upstream sends no usage (1 per 4 characters)
+            self.chunks_out += sum(max(1, len(c.text) // 4) for c in out)
+        return out
+
+    def _frame(self, frame: _Frame, out: list[TokenChunk]) -> None:
+        if frame.error is not msgspec.UNSET:
+            raise UpstreamError(f"the upstream failed mid-stream: {_message(frame.error)}")
+        usage = frame.usage
+        if usage is not None:
+            self.usage = Usage(
+                prompt_tokens=usage.prompt_tokens or 0,
+                completion_tokens=usage.completion_tokens or 0,
+            )
+        if not frame.choices:
+            return
+        indexes, finished = self.indexes, self.finished
+        for choice in frame.choices:
+            upstream_index = choice.index or 0
+            if not 0 <= upstream_index < len(indexes):
+                raise UpstreamError(f"the upstream answered choice {upstream_index}, not asked for")
+            index = indexes[upstream_index]
+            fields = choice.delta if choice.delta is not None else choice.message
+            extra: dict[str, Any] | None = None
+            if fields is not None:  # chat
+                text = fields.get("content") or ""
+                if len(fields) > 1 or "content" not in fields:
+                    extra = {k: v for k, v in fields.items() if k not in _OURS and v is not None}
+                    if not extra:
+                        extra = None
+                    elif choice.message is not None and "tool_calls" in extra:
+                        extra["tool_calls"] = _indexed(extra["tool_calls"])
+                if not isinstance(text, str):
+                    raise UpstreamError("malformed reply from the upstream: content is not text")
+            else:  # completions
+                text = choice.text or ""
+            finish = choice.finish_reason
+            if finish:
+                finished[index] = finish
+            elif not text and not extra:
+                continue
+            out.append(TokenChunk(self.request_id, index, text, finish_reason=finish, extra=extra))
+
+
+def _decode(data: bytes) -> _Frame:
+    try:
+        return _decode_frame(data)
+    except msgspec.ValidationError as error:
+        raise UpstreamError(f"malformed reply from the upstream: {error}") from None
+    except msgspec.DecodeError:
+        raise UpstreamError("malformed reply from the upstream: not JSON") from None
+
+
+def _indexed(calls: Any) -> Any:
+    """A whole message's tool calls carry no ``index`` (a stream's deltas do): their position
+    is their index, so that they stay apart when the reply is assembled."""
+    if not isinstance(calls, list):
+        return calls
+    return [
+        {"index": i, **call} if isinstance(call, dict) and "index" not in call else call
+        for i, call in enumerate(calls)
+    ]
 
 
 def _message(error: object) -> str:

@@ -57,6 +57,9 @@ class EngineRequest(msgspec.Struct, frozen=True, kw_only=True):
     passthrough: dict[str, Any] | None = None
     """The client's whole request body, for remote engines that forward it (tools,
     response_format, vendor fields: untouched). Local engines never read it."""
+    stream: bool = True
+    """Whether the client reads the reply as it is generated. ``False`` (the whole reply at
+    the end) lets a remote engine make one non-streamed upstream call instead of a stream."""
 
     @property
     def sequence_id(self) -> str:
