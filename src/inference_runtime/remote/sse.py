@@ -100,15 +100,32 @@ class SSEParser:
             pending.clear()
         if not data:
             return []
+        events: list[SSEEvent] = []
+        if not self._data and self._event is None and b"\r" not in data:
+            # The fast path, for LF-only streams between events (what providers send): whole
+            # events up to the last blank line are cut at "\n\n"; a lone "data: " line is an
+            # event as it stands, anything else goes through the line machinery below.
+            cut = data.rfind(b"\n\n")
+            if 0 <= cut <= self.max_event_bytes:
+                line = self._line
+                for block in data[:cut].split(b"\n\n"):
+                    if block[:6] == b"data: " and b"\n" not in block:
+                        events.append(SSEEvent(None, block[6:]))
+                    else:
+                        for part in block.split(b"\n"):
+                            line(part, events)
+                        line(b"", events)
+                data = data[cut + 2 :]
+                if not data:
+                    return events
         lines = data.splitlines()
         last = data[-1]
         if last == 0x0D:
             self._skip_lf = True
         elif last != 0x0A:
             pending += lines.pop()
-        events: list[SSEEvent] = []
-        for line in lines:
-            self._line(line, events)
+        for line_ in lines:
+            self._line(line_, events)
         if len(self._pending) + self._size > self.max_event_bytes:
             self._too_large()
         return events
