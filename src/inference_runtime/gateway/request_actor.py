@@ -31,6 +31,7 @@ from inference_runtime.types import Deployment, EngineRequest, TokenChunk, Usage
 log = logging.getLogger("inference_runtime.gateway")
 MAX_ATTEMPTS = 3
 _MAX_ITL_SAMPLES = 4096
+_ZEROS = (0.0,) * _MAX_ITL_SAMPLES
 
 
 @dataclass
@@ -75,7 +76,11 @@ class _AttemptSink:
 
     def on_chunk(self, chunk: TokenChunk) -> None:
         if self.alive:
-            self.owner.on_chunk(chunk)
+            self.owner.on_chunks([chunk])
+
+    def on_chunks(self, chunks: list[TokenChunk]) -> None:
+        if self.alive:
+            self.owner.on_chunks(chunks)
 
     def on_finish(self, index: int, usage: Usage) -> None:
         self._ended(index, usage, None)
@@ -125,16 +130,32 @@ class RequestActor(Actor):
     # -- the token path (called by the engine, not through the mailbox) -----------------
 
     def on_chunk(self, chunk: TokenChunk) -> None:
+        self.on_chunks([chunk])
+
+    def on_chunks(self, chunks: list[TokenChunk]) -> None:
+        """Chunks that arrived together (one engine step, one network read): one clock read,
+        one hand-over to the response. Chunks of one batch reach the client together, so the
+        gaps between them are zero; the gap before the batch is measured."""
         now = self.now()
-        self.completion_tokens += chunk.num_tokens
+        tokens = 0
+        first = 0
+        for chunk in chunks:
+            tokens += chunk.num_tokens
+            first += chunk.index == 0
+        self.completion_tokens += tokens
         if self.first_token_at is None:
             self.first_token_at = now
-        if chunk.index == 0:
-            last = self.last_token_at
-            if last is not None and len(self.itl) < _MAX_ITL_SAMPLES:
-                self.itl.append(now - last)
+        if first:
+            last, itl = self.last_token_at, self.itl
+            if last is None:
+                first -= 1
+            elif len(itl) < _MAX_ITL_SAMPLES:
+                itl.append(now - last)
+                first -= 1
+            if first and len(itl) < _MAX_ITL_SAMPLES:
+                itl.extend(_ZEROS[: min(first, _MAX_ITL_SAMPLES - len(itl))])
             self.last_token_at = now
-        self.job.stream.push(chunk)
+        self.job.stream.push_many(chunks)
 
     # -- dispatch: route, reserve, admit; retry, queue or fall back ----------------------
 

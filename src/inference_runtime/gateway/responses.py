@@ -54,9 +54,14 @@ def _logprobs(chunks: list[TokenChunk], *, chat: bool) -> dict[str, Any] | None:
 
 
 class StreamEncoder:
-    """Turns token chunks into SSE frames for one streamed response."""
+    """Turns token chunks into SSE frames for one streamed response.
 
-    __slots__ = ("_base", "_chat", "_include_usage", "_started")
+    A frame is the bytes msgspec would give for the dict ``{id, object, created, model,
+    choices: [choice], usage: null}``, spliced around the parts that change (the choice's
+    index, delta, finish reason): the constant head and tail are encoded once per response.
+    """
+
+    __slots__ = ("_base", "_chat", "_head", "_include_usage", "_started", "_tail")
 
     def __init__(self, *, response_id: str, model: str, chat: bool, include_usage: bool) -> None:
         self._chat = chat
@@ -68,6 +73,8 @@ class StreamEncoder:
             "created": int(time.time()),
             "model": model,
         }
+        self._head = b"data: " + _encode(self._base)[:-1] + b',"choices":[{"index":'
+        self._tail = b"}]" + (b',"usage":null' if include_usage else b"") + b"}\n\n"
 
     def frames(self, chunks: list[TokenChunk]) -> bytes:
         out = []
@@ -78,34 +85,29 @@ class StreamEncoder:
         return b"".join(out)
 
     def _frame(self, chunk: TokenChunk) -> bytes:
-        logprobs = _logprobs([chunk], chat=self._chat) if chunk.logprobs else None
+        logprobs = _encode(_logprobs([chunk], chat=self._chat)) if chunk.logprobs else b"null"
+        finish = b"null" if chunk.finish_reason is None else _encode(chunk.finish_reason)
         if self._chat:
-            delta: dict[str, Any] = {}
-            if chunk.index not in self._started:
-                self._started.add(chunk.index)
-                delta["role"] = "assistant"
-                delta["content"] = chunk.text
+            index = chunk.index
+            if index not in self._started:
+                self._started.add(index)
+                delta: dict[str, Any] = {"role": "assistant", "content": chunk.text}
             elif chunk.text:
-                delta["content"] = chunk.text
+                if not chunk.extra:  # the common case: a word, and nothing else
+                    return b'%b%d,"delta":{"content":%b},"logprobs":%b,"finish_reason":%b%b' % (
+                        self._head, index, _encode(chunk.text), logprobs, finish, self._tail
+                    )  # fmt: skip
+                delta = {"content": chunk.text}
+            else:
+                delta = {}
             if chunk.extra:
                 delta.update(chunk.extra)  # a provider's tool_calls, refusal, ...
-            choice: dict[str, Any] = {
-                "index": chunk.index,
-                "delta": delta,
-                "logprobs": logprobs,
-                "finish_reason": chunk.finish_reason,
-            }
-        else:
-            choice = {
-                "index": chunk.index,
-                "text": chunk.text,
-                "logprobs": logprobs,
-                "finish_reason": chunk.finish_reason,
-            }
-        body: dict[str, Any] = {**self._base, "choices": [choice]}
-        if self._include_usage:
-            body["usage"] = None
-        return b"data: " + _encode(body) + b"\n\n"
+            return b'%b%d,"delta":%b,"logprobs":%b,"finish_reason":%b%b' % (
+                self._head, index, _encode(delta), logprobs, finish, self._tail
+            )  # fmt: skip
+        return b'%b%d,"text":%b,"logprobs":%b,"finish_reason":%b%b' % (
+            self._head, chunk.index, _encode(chunk.text), logprobs, finish, self._tail
+        )  # fmt: skip
 
     def usage_frame(self, usage: Usage) -> bytes:
         if not self._include_usage:
