@@ -18,14 +18,13 @@ its neutral value is refused by name (``UnsupportedParameter``, a 400): never si
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import msgspec
 
 from inference_runtime.errors import RequestError, UnsupportedParameter, UpstreamError
 from inference_runtime.remote.config import RemoteConfig
-from inference_runtime.remote.sse import SSEEvent
+from inference_runtime.remote.sse import SSEEvent, SSEParser
 from inference_runtime.types import EngineRequest, Secret, TokenChunk, Usage
 
 DEFAULT_MAX_TOKENS = 4096
@@ -271,10 +270,10 @@ class AnthropicStream:
     whole_body = False
     """Non-streamed replies are not read: an Anthropic call always streams."""
 
-    def feed_all(self, events: Iterable[SSEEvent]) -> list[TokenChunk]:
-        """The chunks of a batch of events (those of one network read)."""
+    def feed_read(self, parser: SSEParser, data: bytes) -> list[TokenChunk]:
+        """The chunks of one network read, as one batch."""
         out: list[TokenChunk] = []
-        for event in events:
+        for event in parser.feed(data):
             out += self.feed(event)
         return out
 

@@ -326,7 +326,7 @@ class _NoStream:
     def feed(self, event: object) -> list[TokenChunk]:
         return []
 
-    def feed_all(self, events: object) -> list[TokenChunk]:
+    def feed_read(self, parser: object, data: bytes) -> list[TokenChunk]:
         return []
 
     def feed_body(self, body: bytes) -> list[TokenChunk]:

@@ -14,14 +14,13 @@ The delta (or message) itself is decoded into a dict: its fields other than the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import msgspec
 
 from inference_runtime.errors import UpstreamError
 from inference_runtime.remote.config import RemoteConfig
-from inference_runtime.remote.sse import SSEEvent
+from inference_runtime.remote.sse import SSEEvent, SSEParser
 from inference_runtime.types import EngineRequest, Secret, TokenChunk, Usage
 
 _encode = msgspec.json.Encoder().encode
@@ -113,13 +112,15 @@ class OpenAIStream:
         self.chunks_out = 0
 
     def feed(self, event: SSEEvent) -> list[TokenChunk]:
-        return self.feed_all((event,))
+        return self._feed_payloads([event.data])
 
-    def feed_all(self, events: Iterable[SSEEvent]) -> list[TokenChunk]:
-        """The chunks of a batch of events (those of one network read)."""
+    def feed_read(self, parser: SSEParser, data: bytes) -> list[TokenChunk]:
+        """The chunks of one network read, as one batch (event types are not read)."""
+        return self._feed_payloads(parser.feed_data(data))
+
+    def _feed_payloads(self, payloads: list[bytes]) -> list[TokenChunk]:
         out: list[TokenChunk] = []
-        for event in events:
-            data = event.data
+        for data in payloads:
             if not data or data[0] != 0x7B:  # not "{": [DONE], blank, or padded with spaces
                 data = data.strip()
                 if not data:
@@ -149,31 +150,35 @@ class OpenAIStream:
                 prompt_tokens=usage.prompt_tokens or 0,
                 completion_tokens=usage.completion_tokens or 0,
             )
-        if not frame.choices:
+        choices = frame.choices
+        if not choices:
             return
-        indexes, finished = self.indexes, self.finished
-        for choice in frame.choices:
-            upstream_index = choice.index or 0
-            if not 0 <= upstream_index < len(indexes):
-                raise UpstreamError(f"the upstream answered choice {upstream_index}, not asked for")
-            index = indexes[upstream_index]
-            fields = choice.delta if choice.delta is not None else choice.message
+        indexes = self.indexes
+        for choice in choices:
+            position = choice.index or 0
+            if not 0 <= position < len(indexes):
+                raise UpstreamError(f"the upstream answered choice {position}, not asked for")
+            index = indexes[position]
+            fields = choice.delta
+            if fields is None:
+                fields = choice.message
             extra: dict[str, Any] | None = None
-            if fields is not None:  # chat
-                text = fields.get("content") or ""
-                if len(fields) > 1 or "content" not in fields:
-                    extra = {k: v for k, v in fields.items() if k not in _OURS and v is not None}
-                    if not extra:
-                        extra = None
-                    elif choice.message is not None and "tool_calls" in extra:
-                        extra["tool_calls"] = _indexed(extra["tool_calls"])
-                if not isinstance(text, str):
-                    raise UpstreamError("malformed reply from the upstream: content is not text")
-            else:  # completions
+            if fields is None:  # completions
                 text = choice.text or ""
+            elif len(fields) == 1 and "content" in fields:  # chat: a word, the common case
+                text = fields["content"] or ""
+            else:  # chat: the role, a finish, tool calls, a refusal, vendor fields
+                text = fields.get("content") or ""
+                extra = {k: v for k, v in fields.items() if k not in _OURS and v is not None}
+                if not extra:
+                    extra = None
+                elif choice.message is not None and "tool_calls" in extra:
+                    extra["tool_calls"] = _indexed(extra["tool_calls"])
+            if text.__class__ is not str:
+                raise UpstreamError("malformed reply from the upstream: content is not text")
             finish = choice.finish_reason
             if finish:
-                finished[index] = finish
+                self.finished[index] = finish
             elif not text and not extra:
                 continue
             out.append(TokenChunk(self.request_id, index, text, finish_reason=finish, extra=extra))

@@ -8,11 +8,10 @@ one non-streamed upstream call rather than a stream reassembled here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Protocol
 
 from inference_runtime.remote.config import RemoteConfig
-from inference_runtime.remote.sse import SSEEvent
+from inference_runtime.remote.sse import SSEEvent, SSEParser
 from inference_runtime.types import EngineRequest, Secret, TokenChunk, Usage
 
 
@@ -31,8 +30,8 @@ class ProviderStream(Protocol):
 
     def feed(self, event: SSEEvent) -> list[TokenChunk]: ...
 
-    def feed_all(self, events: Iterable[SSEEvent]) -> list[TokenChunk]:
-        """The chunks of the events of one network read, handed on as one batch."""
+    def feed_read(self, parser: SSEParser, data: bytes) -> list[TokenChunk]:
+        """The chunks of one network read (``data``, through ``parser``), as one batch."""
         ...
 
     def feed_body(self, body: bytes) -> list[TokenChunk]:

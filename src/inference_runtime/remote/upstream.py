@@ -106,6 +106,6 @@ async def _read_stream(
         data = await content.readany()
         if not data:
             break
-        chunks = stream.feed_all(parser.feed(data))
+        chunks = stream.feed_read(parser, data)
         if chunks:
             emit(chunks)

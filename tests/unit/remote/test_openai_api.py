@@ -53,7 +53,7 @@ def test_build_request_streamed_and_whole() -> None:
 def stream_of(frames: list[replies.Frame], n: int = 1) -> tuple[OpenAIStream, list[TokenChunk]]:
     stream = OpenAIStream(group(n))
     parser = SSEParser()
-    chunks = stream.feed_all(parser.feed(b"".join(f.data for f in frames)))
+    chunks = stream.feed_read(parser, b"".join(f.data for f in frames))
     return stream, chunks
 
 

@@ -232,3 +232,26 @@ def test_the_fast_path_keeps_state_between_reads() -> None:
     assert SSEParser(max_event_bytes=8).feed(b"data: 1\n\n") == [SSEEvent(None, b"1")]
     with pytest.raises(UpstreamError, match="larger than 8 bytes"):
         SSEParser(max_event_bytes=8).feed(b"data: 123456789\n\n")
+
+
+@settings(max_examples=300, deadline=None)
+@given(stream=lf_streams(), cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=6))
+def test_feed_data_gives_the_data_of_the_events(stream: bytes, cuts: list[int]) -> None:
+    points = sorted({min(cut, len(stream)) for cut in cuts})
+    chunks = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
+    expected = [event.data for event in parse([stream])]
+    for bom in (b"", b"\xef\xbb\xbf"):
+        parser = SSEParser()
+        datas = [d for chunk in [bom + chunks[0], *chunks[1:]] for d in parser.feed_data(chunk)]
+        assert datas + [event.data for event in parser.flush()] == expected
+
+
+def test_feed_data_of_whole_one_line_events() -> None:
+    parser = SSEParser()
+    assert parser.feed_data(b"data: 1\n\ndata: \n\ndata: [DONE]\n\ndata: 4") == [
+        b"1",
+        b"",
+        b"[DONE]",
+    ]
+    assert parser.feed_data(b"\n\n") == [b"4"]
+    assert parser.feed_data(b"data: 5\n\n\nevent: x\ndata: 6\n\n") == [b"5", b"6"]
