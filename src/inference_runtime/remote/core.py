@@ -107,6 +107,8 @@ class RemoteEngineCoreActor(ReplicaActor):
         self.arrivals = itertools.count()
         self.active: dict[str, _Job] = {}
         self.rng = random.Random()
+        self._loop = asyncio.get_running_loop()
+        self._report_pending = False
         endpoint = self.config.base_url
         self.breaker = BREAKERS.get(
             self.deployment.runtime, endpoint, self.config.circuit_breaker, on_change=_log_change
@@ -171,8 +173,8 @@ class RemoteEngineCoreActor(ReplicaActor):
 
     def _queue(self, job: _Job) -> None:
         heapq.heappush(self.queue, job)
-        self._poke()
-        self._report_load()
+        self._start_slots()
+        self._report_soon()
 
     def _abort(self, request_id: str) -> None:
         job = self.active.get(request_id)
@@ -183,29 +185,47 @@ class RemoteEngineCoreActor(ReplicaActor):
             if queued.request_id == request_id:
                 self.queue.remove(queued)
                 heapq.heapify(self.queue)
-                self._report_load()
+                self._report_soon()
                 return
 
     # -- the slots: take from the queue while a slot is free ---------------------------
 
     async def _work_loop(self) -> None:
+        """Starts queued work when the runner (the session) becomes ready; while it is ready,
+        admissions and freed slots start work themselves, without waking this loop."""
         while True:
-            if (
-                self.runner is None
-                or not self.queue
-                or len(self.active) >= self.config.max_concurrent
-            ):
-                await self._idle()
-                continue
-            job = heapq.heappop(self.queue)
-            job.task = asyncio.get_running_loop().create_task(self._serve(job))
-            self.active[job.request_id] = job
-            job.task.add_done_callback(functools.partial(self._slot_free, job))
-            self._report_load()
+            self._start_slots()
+            await self._idle()
+
+    def _start_slots(self) -> None:
+        """A slot task for each queued job, best first, while a slot is free."""
+        if self.runner is None:
+            return  # loading or rebuilding: the loop starts the queue once it is ready
+        queue, active, limit = self.queue, self.active, self.config.max_concurrent
+        started = False
+        while queue and len(active) < limit:
+            job = heapq.heappop(queue)
+            job.task = task = self._loop.create_task(self._serve(job))
+            active[job.request_id] = job
+            task.add_done_callback(functools.partial(self._slot_free, job))
+            started = True
+        if started:
+            self._report_soon()
 
     def _slot_free(self, job: _Job, _task: object = None) -> None:
         self.active.pop(job.request_id, None)
-        self._poke()
+        self._start_slots()
+        self._report_soon()
+
+    def _report_soon(self) -> None:
+        """One load report for all the changes of this turn of the event loop (under load,
+        many admissions and completions share one message to the coordinator)."""
+        if not self._report_pending:
+            self._report_pending = True
+            self._loop.call_soon(self._report_now)
+
+    def _report_now(self) -> None:
+        self._report_pending = False
         self._report_load()
 
     async def _serve(self, job: _Job) -> None:
