@@ -298,6 +298,7 @@ class RequestActor(Actor):
     def _abandon_attempt(self, *, abort: bool = True) -> None:
         for sink in self.sinks:
             sink.alive = False
+        self.sinks = []  # no actor <-> sink cycle: both are freed without the cyclic GC
         if self.lease is not None:
             if abort:
                 for request_id in self.sent:

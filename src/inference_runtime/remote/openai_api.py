@@ -67,12 +67,12 @@ def _from_fields(request: EngineRequest) -> dict[str, Any]:
     return body
 
 
-class _Usage(msgspec.Struct):
+class _Usage(msgspec.Struct, gc=False):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
 
 
-class _Choice(msgspec.Struct):
+class _Choice(msgspec.Struct, gc=False):
     index: int | None = 0
     delta: dict[str, Any] | None = None
     """Chat, streamed."""
@@ -83,8 +83,9 @@ class _Choice(msgspec.Struct):
     finish_reason: str | None = None
 
 
-class _Frame(msgspec.Struct):
-    """One streamed chunk, or a whole reply: the fields we read, nothing else."""
+class _Frame(msgspec.Struct, gc=False):
+    """One streamed chunk, or a whole reply: the fields we read, nothing else (not tracked by
+    the garbage collector: decoded data holds no cycles)."""
 
     choices: list[_Choice] | None = None
     usage: _Usage | None = None
