@@ -8,6 +8,7 @@ away) aborts the sequences in the engine and still meters the tokens produced so
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,7 +48,7 @@ class RequestJob:
     session_key: str | None = None
     arrival: float = field(default_factory=lambda: asyncio.get_running_loop().time())
 
-    @property
+    @functools.cached_property
     def choices(self) -> int:
         return sum(len(g) for g in self.groups)
 
@@ -90,6 +91,8 @@ class _AttemptSink:
 
     def _ended(self, index: int, usage: Usage, error: BaseException | None) -> None:
         if self.alive:
+            if error is None:
+                self.owner.choice_finished(self.group, index, usage)
             event = _ChoiceEnded(self.attempt, self.group, index, usage, error)
             tell_reliably(self.owner.context.self_ref, event)
 
@@ -156,6 +159,14 @@ class RequestActor(Actor):
                 itl.extend(_ZEROS[: min(first, _MAX_ITL_SAMPLES - len(itl))])
             self.last_token_at = now
         self.job.stream.push_many(chunks)
+
+    def choice_finished(self, group: int, index: int, usage: Usage) -> None:
+        """A choice finished (called by the engine, like ``on_chunks``). When it is the last
+        one, the response is complete at once: the client gets it before this actor's
+        bookkeeping (release, metering, stop), which follows through the mailbox."""
+        self.ended[(group, index)] = usage
+        if len(self.ended) == self.job.choices and self.admitted_at is not None:
+            self.job.stream.finish(self._final_usage())
 
     # -- dispatch: route, reserve, admit; retry, queue or fall back ----------------------
 

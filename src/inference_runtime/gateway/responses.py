@@ -61,7 +61,7 @@ class StreamEncoder:
     index, delta, finish reason): the constant head and tail are encoded once per response.
     """
 
-    __slots__ = ("_base", "_chat", "_head", "_include_usage", "_started", "_tail")
+    __slots__ = ("_around", "_base", "_chat", "_head", "_include_usage", "_started", "_tail")
 
     def __init__(self, *, response_id: str, model: str, chat: bool, include_usage: bool) -> None:
         self._chat = chat
@@ -75,14 +75,39 @@ class StreamEncoder:
         }
         self._head = b"data: " + _encode(self._base)[:-1] + b',"choices":[{"index":'
         self._tail = b"}]" + (b',"usage":null' if include_usage else b"") + b"}\n\n"
+        self._around: dict[int, tuple[bytes, bytes]] = {}
 
     def frames(self, chunks: list[TokenChunk]) -> bytes:
-        out = []
+        out: list[bytes] = []
+        append, started, around = out.append, self._started, self._around
         for chunk in chunks:
-            if not (chunk.text or chunk.finish_reason or chunk.logprobs or chunk.extra):
-                continue  # a token held back (possible stop string) or with no text
-            out.append(self._frame(chunk))
+            text = chunk.text
+            if (
+                text
+                and chunk.finish_reason is None
+                and not chunk.extra
+                and not chunk.logprobs
+                and (chunk.index in started or not self._chat)
+            ):  # a word, the bulk of a stream: its encoded text between constant bytes
+                parts = around.get(chunk.index) or self._around_text(chunk.index)
+                append(parts[0])
+                append(_encode(text))
+                append(parts[1])
+            elif text or chunk.finish_reason or chunk.logprobs or chunk.extra:
+                append(self._frame(chunk))
+            # else: a token held back (possible stop string) or with no text
         return b"".join(out)
+
+    def _around_text(self, index: int) -> tuple[bytes, bytes]:
+        """The bytes before and after the encoded text of a word frame of choice ``index``."""
+        field = b'"delta":{"content":' if self._chat else b'"text":'
+        close = b"}" if self._chat else b""
+        parts = (
+            b"%b%d,%b" % (self._head, index, field),
+            b'%b,"logprobs":null,"finish_reason":null%b' % (close, self._tail),
+        )
+        self._around[index] = parts
+        return parts
 
     def _frame(self, chunk: TokenChunk) -> bytes:
         logprobs = _encode(_logprobs([chunk], chat=self._chat)) if chunk.logprobs else b"null"
