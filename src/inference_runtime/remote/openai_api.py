@@ -92,7 +92,31 @@ class _Frame(msgspec.Struct, gc=False):
     error: Any = msgspec.UNSET
 
 
+class _Delta(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """The delta of a streamed word, typed; a delta with any other field (tool calls, vendor
+    fields) does not fit, and its frame is decoded again with the delta as a dict."""
+
+    content: str | None = None
+    role: str | None = None
+    refusal: str | None = None
+
+
+class _DeltaChoice(msgspec.Struct, gc=False):
+    index: int | None = 0
+    delta: _Delta | None = None
+    text: str | None = None
+    finish_reason: str | None = None
+    message: None = None
+
+
+class _DeltaFrame(msgspec.Struct, gc=False):
+    choices: list[_DeltaChoice] | None = None
+    usage: _Usage | None = None
+    error: Any = msgspec.UNSET
+
+
 _decode_frame = msgspec.json.Decoder(_Frame).decode
+_decode_delta_frame = msgspec.json.Decoder(_DeltaFrame).decode
 
 
 class OpenAIStream:
@@ -129,7 +153,11 @@ class OpenAIStream:
                 if data == b"[DONE]":
                     self.done = True
                     continue
-            self._frame(_decode(data), out)
+            try:
+                frame: _Frame | _DeltaFrame = _decode_delta_frame(data)
+            except msgspec.DecodeError:  # another shape of delta, or malformed: decode again
+                frame = _decode(data)
+            self._frame(frame, out)
         self.chunks_out += len(out)
         return out
 
@@ -142,7 +170,7 @@ class OpenAIStream:
             self.chunks_out += sum(max(1, len(c.text) // 4) for c in out)
         return out
 
-    def _frame(self, frame: _Frame, out: list[TokenChunk]) -> None:
+    def _frame(self, frame: _Frame | _DeltaFrame, out: list[TokenChunk]) -> None:
         if frame.error is not msgspec.UNSET:
             raise UpstreamError(f"the upstream failed mid-stream: {_message(frame.error)}")
         usage = frame.usage
@@ -166,6 +194,10 @@ class OpenAIStream:
             extra: dict[str, Any] | None = None
             if fields is None:  # completions
                 text = choice.text or ""
+            elif isinstance(fields, _Delta):  # chat, typed: a word, the role, a refusal
+                text = fields.content or ""
+                if fields.refusal is not None:
+                    extra = {"refusal": fields.refusal}
             elif len(fields) == 1 and "content" in fields:  # chat: a word, the common case
                 text = fields["content"] or ""
             else:  # chat: the role, a finish, tool calls, a refusal, vendor fields

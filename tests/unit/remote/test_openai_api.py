@@ -150,3 +150,23 @@ def test_whole_tool_calls_keep_apart_in_the_assembled_reply() -> None:
     assert choice["finish_reason"] == "tool_calls"
     assert choice["message"]["content"] is None
     assert choice["message"]["tool_calls"] == calls
+
+
+def test_typed_and_untyped_deltas_give_the_same_chunks() -> None:
+    stream = OpenAIStream(group())
+    frames = [
+        {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "", "refusal": None}}]},
+        {"choices": [{"index": 0, "delta": {"content": "a"}, "logprobs": None}]},
+        {"choices": [{"index": 0, "delta": {"refusal": "no"}}]},
+        {"choices": [{"index": 0, "delta": {"content": "b", "reasoning_content": "r"}}]},
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": None},
+    ]
+    chunks = stream.feed_read(
+        SSEParser(), b"".join(b"data: %b\n\n" % msgspec.json.encode(f) for f in frames)
+    )
+    assert [(c.text, c.extra, c.finish_reason) for c in chunks] == [
+        ("a", None, None),
+        ("", {"refusal": "no"}, None),
+        ("b", {"reasoning_content": "r"}, None),
+        ("", None, "stop"),
+    ]
