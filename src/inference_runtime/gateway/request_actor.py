@@ -8,7 +8,6 @@ away) aborts the sequences in the engine and still meters the tokens produced so
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ _MAX_ITL_SAMPLES = 4096
 _ZEROS = (0.0,) * _MAX_ITL_SAMPLES
 
 
-@dataclass
+@dataclass(slots=True)
 class RequestJob:
     """Everything a RequestActor needs; ``groups`` holds one tuple of choices per prompt."""
 
@@ -47,10 +46,11 @@ class RequestJob:
     """Looks up fallback deployments by name."""
     session_key: str | None = None
     arrival: float = field(default_factory=lambda: asyncio.get_running_loop().time())
+    choices: int = field(init=False)
+    """Choices over all groups."""
 
-    @functools.cached_property
-    def choices(self) -> int:
-        return sum(len(g) for g in self.groups)
+    def __post_init__(self) -> None:
+        self.choices = sum(len(g) for g in self.groups)
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,7 +65,7 @@ def _drop(chunks: list[TokenChunk]) -> None:
     """An embeddings job has no sink: nothing streams."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Job:
     request_id: str
     group: tuple[EngineRequest, ...]
