@@ -14,7 +14,7 @@ The delta (or message) itself is decoded into a dict: its fields other than the 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -123,7 +123,15 @@ class OpenAIStream:
     """Turns one upstream response (SSE events, or a whole body) into our chunks, for one
     request's choices."""
 
-    __slots__ = ("chunks_out", "done", "finished", "indexes", "request_id", "usage")
+    __slots__ = (
+        "_word",
+        "chunks_out",
+        "done",
+        "finished",
+        "indexes",
+        "request_id",
+        "usage",
+    )
 
     whole_body = True
     """It can read a non-streamed reply (``feed_body``)."""
@@ -135,6 +143,8 @@ class OpenAIStream:
         self.finished: dict[int, str] = {}
         self.done = False
         self.chunks_out = 0
+        self._word: _WordTemplate | None = None
+        """The bytes around the text of this stream's word frames, once learned."""
 
     def feed(self, event: SSEEvent) -> list[TokenChunk]:
         return self._feed_payloads([event.data])
@@ -145,7 +155,18 @@ class OpenAIStream:
 
     def _feed_payloads(self, payloads: list[bytes]) -> list[TokenChunk]:
         out: list[TokenChunk] = []
+        word = self._word
         for data in payloads:
+            if word is not None and data.startswith(word.head) and data.endswith(word.tail):
+                # a word frame: the learned bytes around one JSON string, the text
+                try:
+                    text = _decode_text(data[len(word.head) : len(data) - len(word.tail)])
+                except msgspec.DecodeError:
+                    pass  # not one string after all: decoded in full below
+                else:
+                    if text:
+                        out.append(TokenChunk(self.request_id, word.choice, text))
+                    continue
             if not data or data[0] != 0x7B:  # not "{": [DONE], blank, or padded with spaces
                 data = data.strip()
                 if not data:
@@ -153,10 +174,14 @@ class OpenAIStream:
                 if data == b"[DONE]":
                     self.done = True
                     continue
+            frame: _Frame | _DeltaFrame
             try:
-                frame: _Frame | _DeltaFrame = _decode_delta_frame(data)
+                frame = typed = _decode_delta_frame(data)
             except msgspec.DecodeError:  # another shape of delta, or malformed: decode again
                 frame = _decode(data)
+            else:
+                if word is None:
+                    word = self._word = _learn_word(data, typed, self.indexes)
             self._frame(frame, out)
         self.chunks_out += len(out)
         return out
@@ -215,6 +240,58 @@ class OpenAIStream:
             elif not text and not extra:
                 continue
             out.append(TokenChunk(self.request_id, index, text, finish_reason=finish, extra=extra))
+
+
+_decode_text = msgspec.json.Decoder(str).decode
+_PROBE = "\x00probe\u2028"
+"""Put in a learned template's slot, it must come back as the delta's content, nothing else."""
+
+
+class _WordTemplate(NamedTuple):
+    head: bytes
+    tail: bytes
+    choice: int
+    """Our choice index of the frames it matches."""
+
+
+def _learn_word(data: bytes, frame: _DeltaFrame, indexes: list[int]) -> _WordTemplate | None:
+    """The template of a word frame: ``data`` cut around its content's encoding, when that
+    is a plain word frame (one choice, only text, no finish, no usage) whose encoding
+    occurs once. Proven before use: the template with another string in the slot must
+    decode to that string as the content and to this frame in everything else. A frame that
+    matches it later (the same bytes around one JSON string) then means exactly that."""
+    if frame.usage is not None or frame.error is not msgspec.UNSET or not frame.choices:
+        return None
+    if len(frame.choices) != 1:
+        return None
+    choice = frame.choices[0]
+    delta = choice.delta
+    if (
+        delta is None
+        or not delta.content
+        or delta.role is not None
+        or delta.refusal is not None
+        or choice.finish_reason is not None
+        or choice.text is not None
+    ):
+        return None
+    encoded = _encode(delta.content)
+    at = data.find(encoded)
+    if at < 0 or data.find(encoded, at + 1) >= 0:
+        return None  # encoded otherwise by the upstream, or not only there
+    head, tail = data[:at], data[at + len(encoded) :]
+    try:
+        probe = _decode_delta_frame(head + _encode(_PROBE) + tail)
+    except msgspec.DecodeError:
+        return None
+    if probe != msgspec.structs.replace(
+        frame, choices=[msgspec.structs.replace(choice, delta=_Delta(content=_PROBE))]
+    ):
+        return None
+    position = choice.index or 0
+    if not 0 <= position < len(indexes):
+        return None
+    return _WordTemplate(head, tail, indexes[position])
 
 
 def _decode(data: bytes) -> _Frame:

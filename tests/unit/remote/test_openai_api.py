@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from inference_runtime.errors import UpstreamError
 from inference_runtime.gateway.responses import completion_body
@@ -170,3 +175,62 @@ def test_typed_and_untyped_deltas_give_the_same_chunks() -> None:
         ("b", {"reasoning_content": "r"}, None),
         ("", None, "stop"),
     ]
+
+
+# -- word frames read through a learned template give what a full decode gives ---------------
+
+_texts = st.text(max_size=8)
+_frames = st.one_of(
+    _texts.map(lambda t: {"choices": [{"index": 0, "delta": {"content": t}}]}),
+    _texts.map(lambda t: {"choices": [{"index": 0, "delta": {"content": t}}], "usage": None}),
+    _texts.map(lambda t: {"choices": [{"index": 1, "delta": {"content": t}}]}),
+    _texts.map(
+        lambda t: {"choices": [{"index": 0, "delta": {"content": t}, "finish_reason": "stop"}]}
+    ),
+    _texts.map(lambda t: {"choices": [{"index": 0, "delta": {"content": t, "refusal": t}}]}),
+    _texts.map(lambda t: {"choices": [{"index": 0, "delta": {"content": t, "tool_calls": []}}]}),
+    _texts.map(lambda t: {"model": t, "choices": [{"index": 0, "delta": {"content": t}}]}),
+    st.just({"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2}}),
+)
+
+
+def _payload(frame: dict[str, Any], escaped: bool) -> bytes:
+    if escaped:  # an upstream that escapes every non-ASCII character (Python's json does)
+        return json.dumps(frame).encode()
+    return msgspec.json.encode(frame)
+
+
+@settings(max_examples=300, deadline=None)
+@given(frames=st.lists(_frames, max_size=12), escaped=st.booleans())
+def test_word_template_gives_the_chunks_of_a_full_decode(
+    frames: list[dict[str, Any]], escaped: bool
+) -> None:
+    payloads = [_payload(f, escaped) for f in frames]
+    with_template = OpenAIStream(group(2))
+    got = with_template._feed_payloads(list(payloads))
+    without = OpenAIStream(group(2))
+    expected: list[TokenChunk] = []
+    for data in payloads:  # one at a time, the template never learned
+        without._word = None
+        expected += without._feed_payloads([data])
+        without._word = None
+    assert got == expected
+    assert (with_template.usage, with_template.finished) == (without.usage, without.finished)
+
+
+def test_a_word_template_is_learned_only_when_proven() -> None:
+    stream = OpenAIStream(group())
+    stream._feed_payloads([b'{"model":"hi","choices":[{"index":0,"delta":{"content":"hi"}}]}'])
+    assert stream._word is None  # the text's encoding occurs twice: not learned
+    stream._feed_payloads([b'{"choices":[{"index":0,"delta":{"content":"\\u0068i"}}]}'])
+    assert stream._word is None  # encoded otherwise by the upstream: not found, not learned
+    [chunk] = stream._feed_payloads([b'{"choices":[{"index":0,"delta":{"content":"yo"}}]}'])
+    assert stream._word is not None and chunk.text == "yo"
+    chunks = stream._feed_payloads(
+        [
+            b'{"choices":[{"index":0,"delta":{"content":"a\\"b\\u00e9"}}]}',  # one string
+            b'{"choices":[{"index":0,"delta":{"content":"a","x":"b"}}]}',  # not one string
+            b'{"choices":[{"index":0,"delta":{"content":""}}]}',  # empty: no chunk
+        ]
+    )
+    assert [(c.text, c.extra) for c in chunks] == [('a"b\u00e9', None), ("a", {"x": "b"})]
