@@ -78,7 +78,8 @@ async def test_chat_completions_and_passthrough(upstream: MockUpstream) -> None:
         assert sent.body["model"] == "upstream-model"
         assert sent.body["tools"] == tools
         assert sent.body["vendor_field"] == {"x": 1}
-        assert sent.body["stream"] is True
+        assert sent.body["stream"] is False  # a non-streamed client: one whole upstream reply
+        assert "stream_options" not in sent.body
         stream = await api.chat.completions.create(
             model="gpt", messages=USER, stream=True, stream_options={"include_usage": True}
         )
@@ -90,6 +91,8 @@ async def test_chat_completions_and_passthrough(upstream: MockUpstream) -> None:
                 words += len((choice.delta.content or "").split())
         assert usage is not None
         assert words == usage.completion_tokens == 16
+        assert upstream.requests[-1].body["stream"] is True
+        assert upstream.requests[-1].body["stream_options"] == {"include_usage": True}
         text = await api.completions.create(model="gpt", prompt="once upon", max_tokens=3)
         assert len(text.choices[0].text.split()) == 3
         assert upstream.requests[-1].path.endswith("/completions")

@@ -31,9 +31,10 @@ from inference_runtime.types import Deployment, EngineRequest, TokenChunk, Usage
 log = logging.getLogger("inference_runtime.gateway")
 MAX_ATTEMPTS = 3
 _MAX_ITL_SAMPLES = 4096
+_ZEROS = (0.0,) * _MAX_ITL_SAMPLES
 
 
-@dataclass
+@dataclass(slots=True)
 class RequestJob:
     """Everything a RequestActor needs; ``groups`` holds one tuple of choices per prompt."""
 
@@ -45,10 +46,11 @@ class RequestJob:
     """Looks up fallback deployments by name."""
     session_key: str | None = None
     arrival: float = field(default_factory=lambda: asyncio.get_running_loop().time())
+    choices: int = field(init=False)
+    """Choices over all groups."""
 
-    @property
-    def choices(self) -> int:
-        return sum(len(g) for g in self.groups)
+    def __post_init__(self) -> None:
+        self.choices = sum(len(g) for g in self.groups)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +77,11 @@ class _AttemptSink:
 
     def on_chunk(self, chunk: TokenChunk) -> None:
         if self.alive:
-            self.owner.on_chunk(chunk)
+            self.owner.on_chunks([chunk])
+
+    def on_chunks(self, chunks: list[TokenChunk]) -> None:
+        if self.alive:
+            self.owner.on_chunks(chunks)
 
     def on_finish(self, index: int, usage: Usage) -> None:
         self._ended(index, usage, None)
@@ -85,6 +91,8 @@ class _AttemptSink:
 
     def _ended(self, index: int, usage: Usage, error: BaseException | None) -> None:
         if self.alive:
+            if error is None:
+                self.owner.choice_finished(self.group, index, usage)
             event = _ChoiceEnded(self.attempt, self.group, index, usage, error)
             tell_reliably(self.owner.context.self_ref, event)
 
@@ -125,16 +133,40 @@ class RequestActor(Actor):
     # -- the token path (called by the engine, not through the mailbox) -----------------
 
     def on_chunk(self, chunk: TokenChunk) -> None:
+        self.on_chunks([chunk])
+
+    def on_chunks(self, chunks: list[TokenChunk]) -> None:
+        """Chunks that arrived together (one engine step, one network read): one clock read,
+        one hand-over to the response. Chunks of one batch reach the client together, so the
+        gaps between them are zero; the gap before the batch is measured."""
         now = self.now()
-        self.completion_tokens += chunk.num_tokens
+        tokens = 0
+        first = 0
+        for chunk in chunks:
+            tokens += chunk.num_tokens
+            first += chunk.index == 0
+        self.completion_tokens += tokens
         if self.first_token_at is None:
             self.first_token_at = now
-        if chunk.index == 0:
-            last = self.last_token_at
-            if last is not None and len(self.itl) < _MAX_ITL_SAMPLES:
-                self.itl.append(now - last)
+        if first:
+            last, itl = self.last_token_at, self.itl
+            if last is None:
+                first -= 1
+            elif len(itl) < _MAX_ITL_SAMPLES:
+                itl.append(now - last)
+                first -= 1
+            if first and len(itl) < _MAX_ITL_SAMPLES:
+                itl.extend(_ZEROS[: min(first, _MAX_ITL_SAMPLES - len(itl))])
             self.last_token_at = now
-        self.job.stream.push(chunk)
+        self.job.stream.push_many(chunks)
+
+    def choice_finished(self, group: int, index: int, usage: Usage) -> None:
+        """A choice finished (called by the engine, like ``on_chunks``). When it is the last
+        one, the response is complete at once: the client gets it before this actor's
+        bookkeeping (release, metering, stop), which follows through the mailbox."""
+        self.ended[(group, index)] = usage
+        if len(self.ended) == self.job.choices and self.admitted_at is not None:
+            self.job.stream.finish(self._final_usage())
 
     # -- dispatch: route, reserve, admit; retry, queue or fall back ----------------------
 
@@ -277,6 +309,7 @@ class RequestActor(Actor):
     def _abandon_attempt(self, *, abort: bool = True) -> None:
         for sink in self.sinks:
             sink.alive = False
+        self.sinks = []  # no actor <-> sink cycle: both are freed without the cyclic GC
         if self.lease is not None:
             if abort:
                 for request_id in self.sent:

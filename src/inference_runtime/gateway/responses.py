@@ -54,9 +54,14 @@ def _logprobs(chunks: list[TokenChunk], *, chat: bool) -> dict[str, Any] | None:
 
 
 class StreamEncoder:
-    """Turns token chunks into SSE frames for one streamed response."""
+    """Turns token chunks into SSE frames for one streamed response.
 
-    __slots__ = ("_base", "_chat", "_include_usage", "_started")
+    A frame is the bytes msgspec would give for the dict ``{id, object, created, model,
+    choices: [choice], usage: null}``, spliced around the parts that change (the choice's
+    index, delta, finish reason): the constant head and tail are encoded once per response.
+    """
+
+    __slots__ = ("_around", "_base", "_chat", "_head", "_include_usage", "_started", "_tail")
 
     def __init__(self, *, response_id: str, model: str, chat: bool, include_usage: bool) -> None:
         self._chat = chat
@@ -68,44 +73,66 @@ class StreamEncoder:
             "created": int(time.time()),
             "model": model,
         }
+        self._head = b"data: " + _encode(self._base)[:-1] + b',"choices":[{"index":'
+        self._tail = b"}]" + (b',"usage":null' if include_usage else b"") + b"}\n\n"
+        self._around: dict[int, tuple[bytes, bytes]] = {}
 
     def frames(self, chunks: list[TokenChunk]) -> bytes:
-        out = []
+        out: list[bytes] = []
+        append, started, around = out.append, self._started, self._around
         for chunk in chunks:
-            if not (chunk.text or chunk.finish_reason or chunk.logprobs or chunk.extra):
-                continue  # a token held back (possible stop string) or with no text
-            out.append(self._frame(chunk))
+            text = chunk.text
+            if (
+                text
+                and chunk.finish_reason is None
+                and not chunk.extra
+                and not chunk.logprobs
+                and (chunk.index in started or not self._chat)
+            ):  # a word, the bulk of a stream: its encoded text between constant bytes
+                parts = around.get(chunk.index) or self._around_text(chunk.index)
+                append(parts[0])
+                append(_encode(text))
+                append(parts[1])
+            elif text or chunk.finish_reason or chunk.logprobs or chunk.extra:
+                append(self._frame(chunk))
+            # else: a token held back (possible stop string) or with no text
         return b"".join(out)
 
+    def _around_text(self, index: int) -> tuple[bytes, bytes]:
+        """The bytes before and after the encoded text of a word frame of choice ``index``."""
+        field = b'"delta":{"content":' if self._chat else b'"text":'
+        close = b"}" if self._chat else b""
+        parts = (
+            b"%b%d,%b" % (self._head, index, field),
+            b'%b,"logprobs":null,"finish_reason":null%b' % (close, self._tail),
+        )
+        self._around[index] = parts
+        return parts
+
     def _frame(self, chunk: TokenChunk) -> bytes:
-        logprobs = _logprobs([chunk], chat=self._chat) if chunk.logprobs else None
+        logprobs = _encode(_logprobs([chunk], chat=self._chat)) if chunk.logprobs else b"null"
+        finish = b"null" if chunk.finish_reason is None else _encode(chunk.finish_reason)
         if self._chat:
-            delta: dict[str, Any] = {}
-            if chunk.index not in self._started:
-                self._started.add(chunk.index)
-                delta["role"] = "assistant"
-                delta["content"] = chunk.text
+            index = chunk.index
+            if index not in self._started:
+                self._started.add(index)
+                delta: dict[str, Any] = {"role": "assistant", "content": chunk.text}
             elif chunk.text:
-                delta["content"] = chunk.text
+                if not chunk.extra:  # the common case: a word, and nothing else
+                    return b'%b%d,"delta":{"content":%b},"logprobs":%b,"finish_reason":%b%b' % (
+                        self._head, index, _encode(chunk.text), logprobs, finish, self._tail
+                    )  # fmt: skip
+                delta = {"content": chunk.text}
+            else:
+                delta = {}
             if chunk.extra:
                 delta.update(chunk.extra)  # a provider's tool_calls, refusal, ...
-            choice: dict[str, Any] = {
-                "index": chunk.index,
-                "delta": delta,
-                "logprobs": logprobs,
-                "finish_reason": chunk.finish_reason,
-            }
-        else:
-            choice = {
-                "index": chunk.index,
-                "text": chunk.text,
-                "logprobs": logprobs,
-                "finish_reason": chunk.finish_reason,
-            }
-        body: dict[str, Any] = {**self._base, "choices": [choice]}
-        if self._include_usage:
-            body["usage"] = None
-        return b"data: " + _encode(body) + b"\n\n"
+            return b'%b%d,"delta":%b,"logprobs":%b,"finish_reason":%b%b' % (
+                self._head, index, _encode(delta), logprobs, finish, self._tail
+            )  # fmt: skip
+        return b'%b%d,"text":%b,"logprobs":%b,"finish_reason":%b%b' % (
+            self._head, chunk.index, _encode(chunk.text), logprobs, finish, self._tail
+        )  # fmt: skip
 
     def usage_frame(self, usage: Usage) -> bytes:
         if not self._include_usage:

@@ -215,6 +215,7 @@ class GatewayServer:
                 session_id=session,
                 priority=_priority(request),
                 passthrough=passthrough,
+                stream=req.stream,
             )
             for i in range(req.n)
         )
@@ -245,6 +246,7 @@ class GatewayServer:
                     session_id=session,
                     priority=_priority(request),
                     passthrough=passthrough,
+                    stream=req.stream,
                 )
                 for i in range(req.n)
             )
@@ -320,17 +322,21 @@ class GatewayServer:
         if not batch and stream.error is not None:
             return _error(stream.error)  # nothing sent yet: a real HTTP status
         response = web.StreamResponse(headers={**_SSE_HEADERS, **_replica(stream)})
-        await response.prepare(request)
+        await response.prepare(request)  # the headers go out with the first bytes of the body
+        frames = b""
         while batch:
             frames = encoder.frames(batch)
+            if stream.ended:  # the last batch: it goes out with the end, in one write
+                break
             if frames:
                 await response.write(frames)
+                frames = b""
             batch = await stream.next_batch()
         if stream.error is not None:
-            await response.write(error_frame(to_http(stream.error).body))
+            frames += error_frame(to_http(stream.error).body)
         elif stream.usage is not None:
-            await response.write(encoder.usage_frame(stream.usage) + DONE)
-        await response.write_eof()
+            frames += encoder.usage_frame(stream.usage) + DONE
+        await response.write_eof(frames)
         return response
 
     async def _body(self, request: web.Request) -> bytes:

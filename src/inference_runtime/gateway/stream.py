@@ -46,6 +46,15 @@ class ResponseStream:
         if self.wake_each_chunk:
             self._wake()
 
+    def push_many(self, chunks: list[TokenChunk]) -> None:
+        """Chunks that arrived together: one wake-up of the reader for all of them."""
+        if self.ended or not chunks:
+            return
+        self._queue += chunks
+        self.emitted += len(chunks)
+        if self.wake_each_chunk:
+            self._wake()
+
     def finish(self, usage: Usage) -> None:
         if not self.ended:
             self.ended, self.usage = True, usage

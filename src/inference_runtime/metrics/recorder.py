@@ -110,9 +110,11 @@ class MetricsRecorder:
             state.queue.observe(max(0.0, record.queue_s))
         if record.outcome != "rejected":
             state.e2e.observe(max(0.0, record.e2e_s))
-        inter_token = state.inter_token
-        for gap in record.inter_token_s:
-            inter_token.observe(max(0.0, gap))
+        gaps = record.inter_token_s
+        if gaps:  # one per token of a stream: the loop is kept tight
+            observe = state.inter_token.observe
+            for gap in gaps:
+                observe(gap if gap > 0.0 else 0.0)  # negative and NaN count as zero
         return cost
 
     def budget_warned(self, deployment: str) -> None:

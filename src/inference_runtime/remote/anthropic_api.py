@@ -24,7 +24,7 @@ import msgspec
 
 from inference_runtime.errors import RequestError, UnsupportedParameter, UpstreamError
 from inference_runtime.remote.config import RemoteConfig
-from inference_runtime.remote.sse import SSEEvent
+from inference_runtime.remote.sse import SSEEvent, SSEParser
 from inference_runtime.types import EngineRequest, Secret, TokenChunk, Usage
 
 DEFAULT_MAX_TOKENS = 4096
@@ -56,7 +56,7 @@ _FINISH = {
 
 
 def build_request(
-    group: tuple[EngineRequest, ...], *, config: RemoteConfig, key: Secret
+    group: tuple[EngineRequest, ...], *, config: RemoteConfig, key: Secret, stream: bool = True
 ) -> tuple[str, dict[str, str], bytes]:
     """URL, headers and body of a streamed Messages API call; refusals raise before any call."""
     first = group[0]
@@ -266,6 +266,19 @@ class AnthropicStream:
         """Content block index -> OpenAI tool call index (which counts tool calls only)."""
         self._prompt = 0
         self._completion = 0
+
+    whole_body = False
+    """Non-streamed replies are not read: an Anthropic call always streams."""
+
+    def feed_read(self, parser: SSEParser, data: bytes) -> list[TokenChunk]:
+        """The chunks of one network read, as one batch."""
+        out: list[TokenChunk] = []
+        for event in parser.feed(data):
+            out += self.feed(event)
+        return out
+
+    def feed_body(self, body: bytes) -> list[TokenChunk]:
+        raise NotImplementedError("an Anthropic call always streams")
 
     def feed(self, event: SSEEvent) -> list[TokenChunk]:
         data = event.data.strip()

@@ -17,6 +17,7 @@ import heapq
 import itertools
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +29,7 @@ from inference_runtime.engine.embedding_core import (
     EmbeddingResult,
 )
 from inference_runtime.engine.replica import ReplicaActor
-from inference_runtime.engine.sink import SequenceSink
+from inference_runtime.engine.sink import SequenceSink, batch_emitter
 from inference_runtime.errors import (
     AuthenticationFailed,
     Backpressure,
@@ -60,7 +61,11 @@ class RefreshKey:
     the key they were sent with). Answers whether the key changed."""
 
 
-@dataclass(eq=False)
+def _drop(chunks: list[TokenChunk]) -> None:
+    """An embeddings job has no sink: nothing streams."""
+
+
+@dataclass(eq=False, slots=True)
 class _Job:
     request_id: str
     group: tuple[EngineRequest, ...]
@@ -73,6 +78,12 @@ class _Job:
     embed: Embed | None = None
     """Set for an embeddings request; its answer goes to ``result``."""
     result: asyncio.Future[EmbeddingResult] | None = field(default=None, repr=False)
+    emit: Callable[[list[TokenChunk]], None] = field(default=_drop, repr=False)
+    """Hands a batch of chunks to ``sink``."""
+
+    def __post_init__(self) -> None:
+        if self.sink is not None:
+            self.emit = batch_emitter(self.sink)
 
     def __lt__(self, other: _Job) -> bool:
         return self.order < other.order
@@ -96,6 +107,8 @@ class RemoteEngineCoreActor(ReplicaActor):
         self.arrivals = itertools.count()
         self.active: dict[str, _Job] = {}
         self.rng = random.Random()
+        self._loop = asyncio.get_running_loop()
+        self._report_pending = False
         endpoint = self.config.base_url
         self.breaker = BREAKERS.get(
             self.deployment.runtime, endpoint, self.config.circuit_breaker, on_change=_log_change
@@ -160,8 +173,8 @@ class RemoteEngineCoreActor(ReplicaActor):
 
     def _queue(self, job: _Job) -> None:
         heapq.heappush(self.queue, job)
-        self._poke()
-        self._report_load()
+        self._start_slots()
+        self._report_soon()
 
     def _abort(self, request_id: str) -> None:
         job = self.active.get(request_id)
@@ -172,29 +185,47 @@ class RemoteEngineCoreActor(ReplicaActor):
             if queued.request_id == request_id:
                 self.queue.remove(queued)
                 heapq.heapify(self.queue)
-                self._report_load()
+                self._report_soon()
                 return
 
     # -- the slots: take from the queue while a slot is free ---------------------------
 
     async def _work_loop(self) -> None:
+        """Starts queued work when the runner (the session) becomes ready; while it is ready,
+        admissions and freed slots start work themselves, without waking this loop."""
         while True:
-            if (
-                self.runner is None
-                or not self.queue
-                or len(self.active) >= self.config.max_concurrent
-            ):
-                await self._idle()
-                continue
-            job = heapq.heappop(self.queue)
-            job.task = asyncio.get_running_loop().create_task(self._serve(job))
-            self.active[job.request_id] = job
-            job.task.add_done_callback(functools.partial(self._slot_free, job))
-            self._report_load()
+            self._start_slots()
+            await self._idle()
+
+    def _start_slots(self) -> None:
+        """A slot task for each queued job, best first, while a slot is free."""
+        if self.runner is None:
+            return  # loading or rebuilding: the loop starts the queue once it is ready
+        queue, active, limit = self.queue, self.active, self.config.max_concurrent
+        started = False
+        while queue and len(active) < limit:
+            job = heapq.heappop(queue)
+            job.task = task = self._loop.create_task(self._serve(job))
+            active[job.request_id] = job
+            task.add_done_callback(functools.partial(self._slot_free, job))
+            started = True
+        if started:
+            self._report_soon()
 
     def _slot_free(self, job: _Job, _task: object = None) -> None:
         self.active.pop(job.request_id, None)
-        self._poke()
+        self._start_slots()
+        self._report_soon()
+
+    def _report_soon(self) -> None:
+        """One load report for all the changes of this turn of the event loop (under load,
+        many admissions and completions share one message to the coordinator)."""
+        if not self._report_pending:
+            self._report_pending = True
+            self._loop.call_soon(self._report_now)
+
+    def _report_now(self) -> None:
+        self._report_pending = False
         self._report_load()
 
     async def _serve(self, job: _Job) -> None:
@@ -257,7 +288,7 @@ class RemoteEngineCoreActor(ReplicaActor):
             else:
                 assert job.sink is not None
                 await call_upstream(
-                    self.runner, self.provider, self.config, job.group, stream, job.sink
+                    self.runner, self.provider, self.config, job.group, stream, job.emit
                 )
         except UpstreamFailure as failure:
             if failure.classification.counts_for_breaker:
@@ -313,6 +344,12 @@ class _NoStream:
     chunks_out = 0
 
     def feed(self, event: object) -> list[TokenChunk]:
+        return []
+
+    def feed_read(self, parser: object, data: bytes) -> list[TokenChunk]:
+        return []
+
+    def feed_body(self, body: bytes) -> list[TokenChunk]:
         return []
 
 

@@ -1,18 +1,21 @@
-"""One HTTP call to an OpenAI-compatible upstream, streamed into a request's sink.
+"""One HTTP call to an upstream, streamed (or, for a client that does not stream, read whole)
+into a request's sink.
 
 Three timeouts, as configured: connecting (the client's pool), the first byte (the upstream's
-prefill), and the silence between two chunks (a stalled stream is cut). Every way the call can
-go wrong ends as ``UpstreamFailure`` carrying the classification that decides what follows.
+prefill; for a non-streamed call, the whole generation), and the silence between two chunks (a
+stalled stream is cut; a non-streamed body must follow its headers within it). Every way the
+call can go wrong ends as ``UpstreamFailure`` carrying the classification that decides what
+follows.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import aiohttp
 
-from inference_runtime.engine.sink import SequenceSink
 from inference_runtime.errors import UpstreamError
 from inference_runtime.remote.config import RemoteConfig
 from inference_runtime.remote.providers import Provider, ProviderStream
@@ -23,7 +26,7 @@ from inference_runtime.remote.retry import (
     classify_response,
 )
 from inference_runtime.remote.sse import SSEParser
-from inference_runtime.types import EngineRequest
+from inference_runtime.types import EngineRequest, TokenChunk
 
 if TYPE_CHECKING:
     from inference_runtime.remote.session import RemoteSession
@@ -41,11 +44,16 @@ async def call_upstream(
     config: RemoteConfig,
     group: tuple[EngineRequest, ...],
     stream: ProviderStream,
-    sink: SequenceSink,
+    emit: Callable[[list[TokenChunk]], None],
 ) -> None:
+    """Call the upstream for ``group`` and hand its chunks to ``emit``, one batch per network
+    read. A client that does not stream gets one non-streamed call, where the provider can."""
     if session.http is None:
         raise UpstreamFailure(classify_exception(ConnectionError("the session is closed")))
-    url, headers, body = provider.build_request(group, config=config, key=session.key)
+    whole = provider.whole_body and not group[0].stream
+    url, headers, body = provider.build_request(
+        group, config=config, key=session.key, stream=not whole
+    )
     timeouts = config.timeouts
     loop = asyncio.get_running_loop()
     try:
@@ -59,21 +67,45 @@ async def call_upstream(
                             response.status, response.headers, payload, provider=session.provider
                         )
                     )
-                parser = SSEParser()
-                while not stream.done:
+                if whole:
+                    # one deadline for the body: its first byte came after the generation, the
+                    # rest follows at once; a body that stalls longer than read_s is cut
                     deadline.reschedule(loop.time() + timeouts.read_s)
-                    data = await response.content.readany()
-                    if not data:
-                        break
-                    for event in parser.feed(data):
-                        for chunk in stream.feed(event):
-                            sink.on_chunk(chunk)
+                    payload = await response.read()
+                else:
+                    await _read_stream(response, stream, emit, deadline, loop, timeouts.read_s)
+        if whole:  # decoded after the connection went back to the pool
+            chunks = stream.feed_body(payload)
+            if chunks:
+                emit(chunks)
     except UpstreamFailure:
         raise
-    except UpstreamError as error:  # malformed SSE, an error event mid-stream: a broken reply
+    except UpstreamError as error:  # malformed SSE or body, an error event mid-stream
         raise UpstreamFailure(Classification(Action.RETRY, error, True)) from error
     except (TimeoutError, aiohttp.ClientError, ConnectionError, OSError) as error:
         raise UpstreamFailure(classify_exception(error)) from error
     if not stream.done and len(stream.finished) < len(group):
         cut = UpstreamError("the upstream closed the stream before it finished")
         raise UpstreamFailure(Classification(Action.RETRY, cut, True))
+
+
+async def _read_stream(
+    response: aiohttp.ClientResponse,
+    stream: ProviderStream,
+    emit: Callable[[list[TokenChunk]], None],
+    deadline: asyncio.Timeout,
+    loop: asyncio.AbstractEventLoop,
+    read_s: float,
+) -> None:
+    """SSE events as they come, a batch of chunks per network read; no read waits longer
+    than ``read_s``."""
+    parser = SSEParser()
+    content = response.content
+    while not stream.done:
+        deadline.reschedule(loop.time() + read_s)
+        data = await content.readany()
+        if not data:
+            break
+        chunks = stream.feed_read(parser, data)
+        if chunks:
+            emit(chunks)

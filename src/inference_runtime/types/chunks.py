@@ -7,8 +7,12 @@ from typing import Any
 import msgspec
 
 
-class TokenChunk(msgspec.Struct, frozen=True):
-    """New text of one choice of one request, produced by one engine step."""
+class TokenChunk(msgspec.Struct, frozen=True, gc=False):
+    """New text of one choice of one request, produced by one engine step.
+
+    Not tracked by the garbage collector (``gc=False``): there is one per token, and a chunk
+    never takes part in a reference cycle (it holds only text, numbers and the provider's
+    decoded fields), so tracking it would only make collections more frequent and longer."""
 
     request_id: str
     index: int

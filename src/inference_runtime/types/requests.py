@@ -1,4 +1,7 @@
-"""The request an engine core receives: chat messages or a prompt, and sampling parameters."""
+"""The request an engine core receives: chat messages or a prompt, and sampling parameters.
+
+Plain data, never part of a reference cycle: the Structs are not tracked by the garbage
+collector (``gc=False``), which keeps the cyclic collector's work per request down."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from typing import Any
 import msgspec
 
 
-class ChatMessage(msgspec.Struct, frozen=True, omit_defaults=True):
+class ChatMessage(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     role: str
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
@@ -21,7 +24,7 @@ class ChatMessage(msgspec.Struct, frozen=True, omit_defaults=True):
         return "".join(str(p.get("text", "")) for p in self.content if p.get("type") == "text")
 
 
-class SamplingParams(msgspec.Struct, frozen=True, kw_only=True):
+class SamplingParams(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """How to pick tokens. Defaults follow OpenAI's."""
 
     max_tokens: int | None = None
@@ -41,8 +44,11 @@ class SamplingParams(msgspec.Struct, frozen=True, kw_only=True):
         return self.temperature == 0.0
 
 
-class EngineRequest(msgspec.Struct, frozen=True, kw_only=True):
-    """One choice of one client request, as handed to an engine core."""
+class EngineRequest(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """One choice of one client request, as handed to an engine core.
+
+    Like the messages and sampling parameters it holds, not tracked by the garbage collector
+    (``gc=False``): request data (a decoded JSON body) holds no reference cycles."""
 
     request_id: str
     deployment: str
@@ -57,6 +63,9 @@ class EngineRequest(msgspec.Struct, frozen=True, kw_only=True):
     passthrough: dict[str, Any] | None = None
     """The client's whole request body, for remote engines that forward it (tools,
     response_format, vendor fields: untouched). Local engines never read it."""
+    stream: bool = True
+    """Whether the client reads the reply as it is generated. ``False`` (the whole reply at
+    the end) lets a remote engine make one non-streamed upstream call instead of a stream."""
 
     @property
     def sequence_id(self) -> str:

@@ -198,3 +198,60 @@ def test_a_big_event_in_tiny_chunks_takes_linear_time() -> None:
         events.extend(parser.feed(big[start : start + 64]))
     assert time.perf_counter() - started < 2.0  # quadratic re-joining took ~8 s here
     assert events == [SSEEvent(None, b"x" * (1 << 20))]
+
+
+@st.composite
+def lf_streams(draw: st.DrawFn) -> bytes:
+    """LF-only streams, mostly whole ``data:`` events: the shape the fast path takes."""
+    lines = draw(st.lists(st.tuples(_line, st.sampled_from([b"\n", b"\n\n", b"\n\n\n"]))))
+    return b"".join(line + eol for line, eol in lines)
+
+
+@settings(max_examples=300, deadline=None)
+@given(stream=lf_streams(), cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=6))
+def test_the_fast_path_gives_the_events_of_the_line_by_line_path(
+    stream: bytes, cuts: list[int]
+) -> None:
+    points = sorted({min(cut, len(stream)) for cut in cuts})
+    chunks = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
+    one_byte_at_a_time = parse([stream[i : i + 1] for i in range(len(stream))])  # no fast path
+    assert parse([stream]) == one_byte_at_a_time
+    assert parse(chunks) == one_byte_at_a_time
+
+
+def test_the_fast_path_keeps_state_between_reads() -> None:
+    parser = SSEParser()
+    assert parser.feed(b"event: x\n") == []  # an event begun: the next read takes the slow path
+    assert parser.feed(b"data: 1\n\ndata: 2\n\ndata: 3\nid: 7\n") == [
+        SSEEvent("x", b"1"),
+        SSEEvent(None, b"2"),
+    ]
+    assert parser.feed(b"\ndata: 4\n\nda") == [SSEEvent(None, b"3"), SSEEvent(None, b"4")]
+    assert parser.last_event_id == "7"
+    assert parser.feed(b"ta: 5\n\n") == [SSEEvent(None, b"5")]
+    assert SSEParser(max_event_bytes=8).feed(b"data: 1\n\n") == [SSEEvent(None, b"1")]
+    with pytest.raises(UpstreamError, match="larger than 8 bytes"):
+        SSEParser(max_event_bytes=8).feed(b"data: 123456789\n\n")
+
+
+@settings(max_examples=300, deadline=None)
+@given(stream=lf_streams(), cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=6))
+def test_feed_data_gives_the_data_of_the_events(stream: bytes, cuts: list[int]) -> None:
+    points = sorted({min(cut, len(stream)) for cut in cuts})
+    chunks = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
+    expected = [event.data for event in parse([stream])]
+    for bom in (b"", b"\xef\xbb\xbf"):
+        parser = SSEParser()
+        datas = [d for chunk in [bom + chunks[0], *chunks[1:]] for d in parser.feed_data(chunk)]
+        assert datas + [event.data for event in parser.flush()] == expected
+
+
+def test_feed_data_of_whole_one_line_events() -> None:
+    parser = SSEParser()
+    assert parser.feed_data(b"data: 1\n\ndata: \n\ndata: [DONE]\n\ndata: 4") == [
+        b"1",
+        b"",
+        b"[DONE]",
+    ]
+    assert parser.feed_data(b"\n\n") == [b"4"]
+    assert parser.feed_data(b"data: 5\n\n\nevent: x\ndata: 6\n\n") == [b"5", b"6"]
