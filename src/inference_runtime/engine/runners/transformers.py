@@ -25,6 +25,7 @@ import torch
 
 from inference_runtime.engine.runner import RunnerInfo, ScheduledBatch, TokenOutput
 from inference_runtime.engine.runners import model_source
+from inference_runtime.engine.runners.chat_prompt import encode_request
 from inference_runtime.engine.runners.detokenizer import IncrementalDetokenizer
 from inference_runtime.engine.runners.kv_slots import SlotCache
 from inference_runtime.engine.runners.sampling import SamplerState, new_state, sample
@@ -164,20 +165,7 @@ class TransformersRunner:
     # -- requests --------------------------------------------------------------------------
 
     def encode(self, request: EngineRequest) -> tuple[list[int], str]:
-        if self.tokenizer is None:
-            raise ContextPoisoned("the model is not loaded yet")
-        tok = self.tokenizer
-        if request.messages is not None:
-            messages = [{"role": m.role, "content": m.text()} for m in request.messages]
-            if getattr(tok, "chat_template", None):
-                text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-            else:
-                text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
-            ids = tok(text, add_special_tokens=False)["input_ids"]
-        else:
-            text = request.prompt or ""
-            ids = tok(text)["input_ids"]
-        return list(ids), text
+        return encode_request(self.tokenizer, request)
 
     def release(self, seq_ids: Sequence[str]) -> None:
         cache = self.cache

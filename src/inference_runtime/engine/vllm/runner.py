@@ -44,6 +44,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 
 from inference_runtime.engine.runner import RunnerInfo
 from inference_runtime.engine.runners import model_source
+from inference_runtime.engine.runners.chat_prompt import encode_request
 from inference_runtime.engine.vllm.params import (
     CAPABILITIES,
     DEFAULT_MAX_LOGPROBS,
@@ -199,20 +200,7 @@ class VllmRunner:
     # -- requests ----------------------------------------------------------------------
 
     def encode(self, request: EngineRequest) -> tuple[list[int], str]:
-        tok = self.tokenizer
-        if tok is None:
-            raise ContextPoisoned("the model is not loaded yet")
-        if request.messages is not None:
-            messages = [{"role": m.role, "content": m.text()} for m in request.messages]
-            if getattr(tok, "chat_template", None):
-                text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-            else:
-                text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
-            ids = tok(text, add_special_tokens=False)["input_ids"]
-        else:
-            text = request.prompt or ""
-            ids = tok(text)["input_ids"]
-        return list(ids), text
+        return encode_request(self.tokenizer, request)
 
     def prepare(self, request: EngineRequest, max_tokens: int) -> Any:
         kwargs = sampling_kwargs(
