@@ -300,6 +300,8 @@ async def test_streams_every_choice_into_the_sink_with_usage(system: ActorSystem
     assert sorted(runner.submitted) == ["a/0", "a/1"]
     stats = await until(engine, lambda s: s.running == 0 and s.waiting == 0)
     assert stats.state is ReplicaState.HEALTHY
+    # every output counts as progress: the manager's hung-engine check reads ``steps``
+    assert stats.steps == len(sink.chunks)
 
 
 async def test_max_tokens_defaults_to_the_room_left(system: ActorSystem) -> None:

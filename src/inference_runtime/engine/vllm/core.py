@@ -189,6 +189,7 @@ class VllmEngineActor(ReplicaActor):
                 request.sequence_id, stream.prompt_ids, stream.params
             ):
                 self.last_progress = self._now()
+                self.steps += 1  # progress, as the health check reads it (vLLM steps itself)
                 if not stream.started:
                     stream.started = True
                     self._report_load()
