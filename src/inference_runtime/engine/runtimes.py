@@ -31,6 +31,21 @@ ENGINE_ACTORS: dict[str, str] = {
 Constructor: (deployment, replica_id, *, coordinator, runner_factory)."""
 
 
+REQUIRES: dict[str, tuple[str, ...]] = {
+    "transformers": ("torch", "transformers"),
+    "embeddings": ("torch", "transformers"),
+    "vllm": ("vllm",),
+}
+"""runtime name -> the modules its runner imports (installed by the ``local`` extra, or vLLM)."""
+
+
+def missing_modules(runtime: str) -> list[str]:
+    """The modules a runtime needs that this Python cannot import (checked without importing)."""
+    import importlib.util
+
+    return [m for m in REQUIRES.get(runtime, ()) if importlib.util.find_spec(m) is None]
+
+
 def available_runtimes() -> tuple[str, ...]:
     return tuple(RUNNERS)
 

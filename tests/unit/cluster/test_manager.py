@@ -262,8 +262,15 @@ async def test_concurrent_updates_are_serialised(system: ActorSystem, tmp_path: 
     db.close()
 
 
-async def test_refuses_what_it_cannot_do(system: ActorSystem) -> None:
+async def test_refuses_what_it_cannot_do(
+    system: ActorSystem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from inference_runtime.engine import runtimes
+
+    monkeypatch.setitem(runtimes.REQUIRES, "vllm", ("no_such_module_anywhere",))
     _, mgr = start(system)
+    with pytest.raises(RequestError, match="needs no_such_module_anywhere"):
+        await mgr.ask(ApplyDeployment(Deployment(name="v", runtime="vllm")))
     with pytest.raises(RequestError, match="gpus"):
         await mgr.ask(ApplyDeployment(Deployment(name="x", runtime="transformers", gpus=2)))
     with pytest.raises(RequestError, match="fallbacks"):
