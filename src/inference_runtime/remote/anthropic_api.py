@@ -278,7 +278,8 @@ class AnthropicStream:
         return out
 
     def feed_body(self, body: bytes) -> list[TokenChunk]:
-        raise NotImplementedError("an Anthropic call always streams")
+        # never called: ``whole_body`` is False, so the remote core always streams from Anthropic
+        raise TypeError("an Anthropic call always streams; there is no whole body to read")
 
     def feed(self, event: SSEEvent) -> list[TokenChunk]:
         data = event.data.strip()
