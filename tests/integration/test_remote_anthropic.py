@@ -11,20 +11,12 @@ import openai
 import pytest
 
 from inference_runtime import Runtime
-from inference_runtime.remote import core as remote_core
-from inference_runtime.remote.circuit import CircuitBreakers
 from inference_runtime.testing.mock_upstream import MockUpstream
 from inference_runtime.testing.mock_upstream_faults import Fault
 from support.runtime import client, serve, wait_healthy
 
 USER = [{"role": "user", "content": "hello upstream"}]
 MESSAGES = "/v1/messages"
-
-
-@pytest.fixture(autouse=True)
-def fresh_breakers(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Breakers are process-wide by design; each test gets its own registry."""
-    monkeypatch.setattr(remote_core, "BREAKERS", CircuitBreakers())
 
 
 @pytest.fixture

@@ -13,20 +13,13 @@ import openai
 import pytest
 
 from inference_runtime import Runtime
-from inference_runtime.remote import core as remote_core
-from inference_runtime.remote.circuit import CircuitBreakers
 from inference_runtime.testing.mock_upstream import MockUpstream
 from inference_runtime.testing.mock_upstream_faults import Fault
+from support.remote import remote
 from support.runtime import base_url, client, serve, wait_healthy
 
 USER = [{"role": "user", "content": "hello upstream"}]
 CHAT = "/v1/chat/completions"
-
-
-@pytest.fixture(autouse=True)
-def fresh_breakers(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Breakers are process-wide by design; each test gets its own registry."""
-    monkeypatch.setattr(remote_core, "BREAKERS", CircuitBreakers())
 
 
 @pytest.fixture
@@ -34,22 +27,6 @@ async def upstream(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[MockUpstrea
     monkeypatch.setenv("MOCK_KEY", "sk-test")
     async with MockUpstream(api_key="sk-test") as mock:
         yield mock
-
-
-def remote(upstream: MockUpstream, name: str = "gpt", **config: Any) -> dict[str, Any]:
-    top = {k: config.pop(k) for k in ("idempotent", "replicas", "serving") if k in config}
-    return {
-        "name": name,
-        "runtime": "openai",
-        "runtime_config": {
-            "base_url": upstream.url,
-            "api_key_env": "MOCK_KEY",
-            "model": "upstream-model",
-            "retry": {"initial_backoff_s": 0.01, "max_backoff_s": 2},
-            **config,
-        },
-        **top,
-    }
 
 
 async def started(*deployments: dict[str, Any]) -> Any:
