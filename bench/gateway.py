@@ -56,6 +56,7 @@ import aiohttp
 import msgspec
 from aiohttp import web
 
+from harness import Windows as Sizes
 from harness import (
     busy_seconds,
     cancel_on_signals,
@@ -103,16 +104,6 @@ MAX_REDOS = 3
 """A run disturbed by other processes is redone at most this many times."""
 FLOOR_LIFETIME_S = 900.0
 """The floor server exits by itself after this long, whatever happens to its parent."""
-
-
-@dataclass(frozen=True)
-class Sizes:
-    warmup_s: float = 0.5
-    duration_s: float = 1.5
-    repeats: int = 3
-
-    def quick(self) -> Sizes:
-        return replace(self, warmup_s=0.2, duration_s=0.5, repeats=1)
 
 
 @dataclass(frozen=True)
@@ -697,7 +688,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(_floor_main(args.floor_server, FLOOR_LIFETIME_S))
         return 0
 
-    sizes = Sizes().quick() if args.quick else Sizes()
+    sizes = Sizes(duration_s=1.5)
+    sizes = sizes.quick() if args.quick else sizes
     if args.repeats is not None:
         sizes = replace(sizes, repeats=args.repeats)
     if args.duration is not None:

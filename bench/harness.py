@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -217,3 +218,16 @@ def write_section(path: Path, report: str, begin_marker: str, end_marker: str) -
     else:
         text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
     path.write_text(text)
+
+
+@dataclass(frozen=True)
+class Windows:
+    """How long each measured load run lasts: ``warmup_s`` unmeasured, then ``duration_s``
+    measured, ``repeats`` times (the median is reported)."""
+
+    warmup_s: float = 0.5
+    duration_s: float = 2.0
+    repeats: int = 3
+
+    def quick(self) -> Windows:
+        return replace(self, warmup_s=0.2, duration_s=0.5, repeats=1)

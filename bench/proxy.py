@@ -85,6 +85,7 @@ from harness import (
     wait_quiet,
     write_section,
 )
+from harness import Windows as Sizes
 
 BEGIN_MARKER = "<!-- bench/proxy.py:begin -->"
 END_MARKER = "<!-- bench/proxy.py:end -->"
@@ -124,16 +125,6 @@ INSTALL_TIMEOUT_S = 600.0
 NOISY = 0.1
 """A run where other processes used more than this fraction of a core is redone."""
 MAX_REDOS = 3
-
-
-@dataclass(frozen=True)
-class Sizes:
-    warmup_s: float = 0.5
-    duration_s: float = 2.0
-    repeats: int = 3
-
-    def quick(self) -> Sizes:
-        return replace(self, warmup_s=0.2, duration_s=0.5, repeats=1)
 
 
 @dataclass(frozen=True)
@@ -1144,7 +1135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(_floor_proxy_main(int(port), upstream, SERVER_LIFETIME_S))
         return 0
 
-    sizes = Sizes().quick() if args.quick else Sizes()
+    sizes = Sizes(duration_s=2.0)
+    sizes = sizes.quick() if args.quick else sizes
     if args.repeats is not None:
         sizes = replace(sizes, repeats=args.repeats)
     if args.duration is not None:
