@@ -89,13 +89,13 @@ class ActorCell:
         self.ref = ActorRef(self, path, self.uid)
         self.parent_ref = parent.ref
         self.children: dict[str, ActorCell] = {}
+        self.timers: Timers
+        self.restart_window: RestartWindow
         self.queue: deque[Envelope] = deque()
         self.capacity = props.mailbox_capacity
         self.sysq: deque[tuple[str, BaseException, object]] = deque()
-        self.timers = Timers(system.clock, self._deliver_timer)
         self.watchers: set[ActorCell] = set()
         self.watching: set[ActorCell] = set()
-        self.restart_window = RestartWindow()
         self.instance: Actor | None = None
         self.strategy: SupervisorStrategy | None = None
         self.receive_fn: Callable[[Any], Any] | None = None
@@ -419,7 +419,7 @@ class ActorCell:
     async def _restart(self, error: BaseException, message: object) -> BaseException | None:
         self.restarts += 1
         self.system.restarts += 1
-        self.timers.cancel_all()
+        self._cancel_timers()
         old = self.instance
         if old is not None and self.started:
             try:
@@ -473,7 +473,7 @@ class ActorCell:
         for task in list(self.deferred):
             task.cancel()
         await self._stop_children()
-        self.timers.cancel_all()
+        self._cancel_timers()
         if self.instance is not None and self.started:
             try:
                 await _maybe_await(self.instance.post_stop())
@@ -496,22 +496,30 @@ class ActorCell:
             self.terminated.set_result(None)
         self._break_cycles()
 
+    def _cancel_timers(self) -> None:
+        timers: Timers | None = self.__dict__.get("timers")  # none made: nothing to cancel
+        if timers is not None:
+            timers.cancel_all()
+
     def _break_cycles(self) -> None:
         """Drop the stopped cell's links back to itself (its own ref, its timers' callback), so
         that reference counting frees it and all it holds once the last outside ref goes: a
         server spawns an actor per request, and the cyclic collector walking each stopped one
         cost more CPU than the actor itself. Both come back on demand (``__getattr__``)."""
         del self.ref
-        del self.timers
+        self.__dict__.pop("timers", None)
 
     def __getattr__(self, name: str) -> Any:
-        # only reached for the attributes _break_cycles dropped, after the actor stopped
+        # only reached for what is made on first use (most request actors never need timers
+        # or a restart window) and for what _break_cycles dropped after the actor stopped
+        if name == "timers":
+            self.timers = Timers(self.system.clock, self._deliver_timer)
+            return self.timers
+        if name == "restart_window":
+            self.restart_window = RestartWindow()
+            return self.restart_window
         if name == "ref":
             return ActorRef(self, self.path, self.uid)  # equal to the one it replaced
-        if name == "timers":
-            timers = Timers(self.system.clock, self._deliver_timer)
-            self.timers = timers
-            return timers
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # -- children, watching ----------------------------------------------------------------
@@ -603,7 +611,7 @@ class ActorCell:
             failures=self.failures,
             restarts=self.restarts,
             children=len(self.children),
-            timers=len(self.timers),
+            timers=len(self.__dict__.get("timers") or ()),
         )
 
 

@@ -12,8 +12,7 @@ import hashlib
 import hmac
 import ipaddress
 import math
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -146,14 +145,3 @@ class Authenticator:
             ok |= hmac.compare_digest(given, digest)
         if not ok:
             raise AuthenticationFailed("incorrect admin key provided")
-
-
-def auth_middleware(authenticator: Authenticator) -> Any:
-    @web.middleware
-    async def authenticate(
-        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
-        authenticator.check(request)
-        return await handler(request)
-
-    return authenticate

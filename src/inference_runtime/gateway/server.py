@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -29,7 +29,7 @@ from inference_runtime.errors import (
 )
 from inference_runtime.gateway import schema
 from inference_runtime.gateway.admin import AdminRoutes
-from inference_runtime.gateway.auth import Authenticator, auth_middleware
+from inference_runtime.gateway.auth import Authenticator
 from inference_runtime.gateway.embeddings import create_embeddings
 from inference_runtime.gateway.errors import error_body, to_http
 from inference_runtime.gateway.limits import apply_limits
@@ -84,22 +84,32 @@ def _replica(stream: ResponseStream) -> dict[str, str]:
     return {"X-Replica-Id": stream.replica_id} if stream.replica_id else {}
 
 
-@web.middleware
-async def _errors(request: web.Request, handler: Callable[..., Awaitable[Any]]) -> Any:
-    try:
-        return await handler(request)
-    except InferenceRuntimeError as error:
-        return _error(error)
-    except web.HTTPRequestEntityTooLarge as error:
-        return _error(RequestTooLarge(f"request body over the limit: {error.text}"))
-    except web.HTTPException as error:
-        if error.status < 400:
-            raise
-        code = "not_found" if error.status == 404 else "http_error"
-        body = error_body(
-            f"{request.method} {request.path}: {error.reason}", "invalid_request_error", None, code
-        )
-        return web.Response(body=body, status=error.status, content_type="application/json")
+def _guard(authenticator: Authenticator) -> Any:
+    """The one middleware (each layer costs every request): the key check, then the handler,
+    and any error of ours or aiohttp's as an OpenAI-shaped error body."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Callable[..., Awaitable[Any]]) -> Any:
+        try:
+            authenticator.check(request)
+            return await handler(request)
+        except InferenceRuntimeError as error:
+            return _error(error)
+        except web.HTTPRequestEntityTooLarge as error:
+            return _error(RequestTooLarge(f"request body over the limit: {error.text}"))
+        except web.HTTPException as error:
+            if error.status < 400:
+                raise
+            code = "not_found" if error.status == 404 else "http_error"
+            body = error_body(
+                f"{request.method} {request.path}: {error.reason}",
+                "invalid_request_error",
+                None,
+                code,
+            )
+            return web.Response(body=body, status=error.status, content_type="application/json")
+
+    return guard
 
 
 class GatewayServer:
@@ -140,7 +150,7 @@ class GatewayServer:
     def app(self) -> web.Application:
         app = web.Application(
             client_max_size=self.config.max_body_bytes,
-            middlewares=[_errors, auth_middleware(self.authenticator)],
+            middlewares=[_guard(self.authenticator)],
         )
         self.admin.add_to(app)
         app.router.add_post("/v1/chat/completions", self.chat_completions)
@@ -196,7 +206,7 @@ class GatewayServer:
         req = schema.decode(body, kind)
         schema.validate_chat(req, remote=remote)
         passthrough = msgspec.json.decode(body) if remote else None
-        rid = "chatcmpl-" + uuid.uuid4().hex
+        rid = "chatcmpl-" + os.urandom(16).hex()
         sampling = apply_limits(
             schema.sampling_of(req),
             deployment=deployment,
@@ -230,7 +240,7 @@ class GatewayServer:
         schema.validate_common(req, remote=remote)
         prompts = schema.prompts_of(req)
         passthrough = msgspec.json.decode(body) if remote else None
-        rid = "cmpl-" + uuid.uuid4().hex
+        rid = "cmpl-" + os.urandom(16).hex()
         sampling = apply_limits(
             schema.sampling_of(req), deployment=deployment, messages=0, gateway=self.config
         )
