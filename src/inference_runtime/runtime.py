@@ -92,7 +92,10 @@ class Runtime:
         """Open the state, build the topology (restoring the catalog, applying the config's
         deployments), listen; returns (host, port)."""
         config = self.config
-        for deployment in config.deployments:
+        gateway_only = config.cluster.role == "gateway"
+        if gateway_only and config.deployments:
+            log.info("a gateway serves the head's deployments: those of the config are ignored")
+        for deployment in () if gateway_only else config.deployments:
             try:
                 check_deployment(deployment, local=config.cluster.backend != "ray")
             except RequestError as error:
@@ -115,7 +118,6 @@ class Runtime:
             inventory = self.inventory or self.backend.inventory
             launcher = self.backend.launcher()
         live = self.backend is not None
-        gateway_only = config.cluster.role == "gateway"
         self.database = open_database(state_path(config))
         system = self.system = ActorSystem.create(self.name)
         clock = system.clock

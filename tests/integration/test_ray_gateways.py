@@ -191,6 +191,8 @@ async def test_a_gateway_that_stops_or_dies_takes_its_counts_along(ray_cluster: 
             await asyncio.sleep(0.02)
         with contextlib.suppress(Exception):
             await stream.close()
+        # the gateway's proxies left the replica's host alone: the head still serves from it
+        assert (await chat(client(head), "left", max_tokens=2)).usage.completion_tokens == 2
 
         # a gateway that dies without a word: its counts go after its ttl
         ghost = {"seen": 0, "counts": {("left", "left#0"): 3}}

@@ -75,8 +75,6 @@ def _serve(args: argparse.Namespace) -> int:
     path = args.config or env.config
     try:
         config = load_config(path) if path else default_config()
-        if args.role == "gateway" and not path:  # the head's config names the deployments
-            config = msgspec.structs.replace(config, deployments=())
     except ValueError as error:
         print(f"inference-runtime serve: {error}", file=sys.stderr)
         return 2
@@ -94,7 +92,7 @@ def _serve(args: argparse.Namespace) -> int:
         changes.update(backend="ray", address=args.ray or config.cluster.address)
     if args.role is not None:
         changes["role"] = args.role
-    try:  # checked as a whole: a gateway needs Ray and names no deployments
+    try:  # checked as a whole: a gateway needs Ray
         cluster = msgspec.structs.replace(config.cluster, **changes)
         config = msgspec.structs.replace(config, gateway=gateway, auth=auth, cluster=cluster)
     except ValueError as error:

@@ -118,7 +118,8 @@ class ClusterConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     """Ray: ``head`` runs the whole runtime (catalog, placement, replicas) and a gateway;
     ``gateway`` runs only a gateway (coordinator, metrics, HTTP) that serves the deployments
     the head placed, routing on in-flight counts shared with every other gateway through the
-    routing board. Start one per node, or as many as the load needs."""
+    routing board; it ignores ``deployments`` (the head's config names them: one config file
+    can serve the head and every gateway). Start one per node, or as many as the load needs."""
     address: str | None = None
     """Ray: the cluster to join (``auto``, ``HOST:6379``, ``ray://HOST:10001``); none: the
     cluster started on this machine by ``ray start``, else a new local one."""
@@ -170,11 +171,6 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     cluster: ClusterConfig = ClusterConfig()
 
     def __post_init__(self) -> None:
-        if self.cluster.role == "gateway" and self.deployments:
-            raise ValueError(
-                "deployments: a gateway (cluster.role: gateway) serves the head's deployments; "
-                "list them in the head's config"
-            )
         names = [d.name for d in self.deployments]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
