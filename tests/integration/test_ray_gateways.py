@@ -61,7 +61,13 @@ async def test_two_gateways_serve_the_same_deployment(ray_cluster: Any) -> None:
             assert len(text.split()) == 5 and usage is not None
         rows = (await table(other)).deployments["both"]
         assert sum(r.routed_total for r in rows) == 2  # routed by the gateway itself
-        assert all(r.in_flight == 0 for r in rows)
+
+        async def released() -> bool:
+            rows = [*(await table(head)).deployments["both"]]
+            rows += (await table(other)).deployments["both"]
+            return all(r.in_flight == 0 for r in rows)
+
+        await eventually(released, "both gateways see every request released")
 
 
 async def test_each_gateway_routes_on_the_counts_of_both(ray_cluster: Any) -> None:

@@ -90,7 +90,9 @@ class DpCoordinatorActor(Actor):
             case ExportRoutes():
                 return table.export()
             case ReplicaHost(deployment=deployment, replica_id=rid, host=host):
-                table.set_host(deployment, rid, host)
+                entry = table.entry(deployment, rid)
+                if entry is not None and entry.engine == self.context.sender:  # not a late one
+                    table.set_host(deployment, rid, host)
         return None
 
     def _register(self, message: RegisterReplica) -> None:

@@ -5,11 +5,12 @@ an in-memory board."""
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
-from inference_runtime.actors import ActorRef
+from inference_runtime.actors import Actor, ActorRef, ActorSystem, Props
+from inference_runtime.cluster import DpCoordinatorActor, GetRoutingTable, RegisterReplica
 from inference_runtime.cluster.board import BoardState
-from inference_runtime.cluster.messages import ApplyRoutes
+from inference_runtime.cluster.messages import ApplyRoutes, ExportRoutes, ReplicaHost
 from inference_runtime.cluster.shared_table import SharedRoutingTable
 from inference_runtime.cluster.sharing import RouteSharing
 from inference_runtime.types import EngineLoad, ReplicaState
@@ -139,3 +140,27 @@ def test_counts_and_drains_cross_the_board_between_a_head_and_a_gateway() -> Non
     gateway.sync()
     head.sync()
     assert in_flight(head.table)["m#0"] == 0  # drained
+
+
+class FakeEngine(Actor):
+    def receive(self, message: Any) -> Any:
+        return message
+
+
+async def test_the_coordinator_shares_only_a_shared_table_and_hosts_only_from_the_engine() -> None:
+    system = ActorSystem.create("share")
+    plain = system.actor_of(Props.create(lambda: DpCoordinatorActor()), "plain")
+    table = SharedRoutingTable(drain_barrier=True)
+    dp = system.actor_of(Props.create(lambda: DpCoordinatorActor(table)), "dp")
+    engine_ref, stranger = (system.actor_of(Props(FakeEngine)) for _ in range(2))
+    for coordinator in (plain, dp):
+        coordinator.tell(RegisterReplica("m", "m#0", engine_ref, state=HEALTHY))
+        coordinator.tell(ReplicaHost("m", "m#0", "late-host"), sender=stranger)
+        coordinator.tell(ReplicaHost("m", "m#0", "host"), sender=engine_ref)
+        coordinator.tell(ApplyRoutes(others={R0: 2}))
+    assert await plain.ask(ExportRoutes()) is None
+    assert (await plain.ask(GetRoutingTable())).replica("m", "m#0").in_flight == 0
+    export = await dp.ask(ExportRoutes())
+    assert [r.host for r in export.replicas] == ["host"] and export.counts == {}
+    assert (await dp.ask(GetRoutingTable())).replica("m", "m#0").in_flight == 2
+    await system.shutdown()
