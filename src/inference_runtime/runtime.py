@@ -212,6 +212,9 @@ class Runtime:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         host, port = await self.start()
+        if self.backend is not None:  # ray.init put its own SIGTERM handler (exit at once)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
         tune_garbage_collector()
         print(f"inference-runtime serving on http://{host}:{port}/v1", flush=True)
         waiter = asyncio.ensure_future(stop.wait())

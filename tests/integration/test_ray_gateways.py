@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import socket
+import sys
+from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
+import yaml
 
 from inference_runtime.cluster import ScaleDeployment
 from inference_runtime.types import ReplicaState
@@ -213,3 +218,51 @@ async def test_a_gateway_that_stops_or_dies_takes_its_counts_along(ray_cluster: 
 
         await eventually(haunted, "the head counts the dead gateway's requests")
         await eventually(exorcised, "the dead gateway's counts expired")
+
+
+async def test_serve_role_gateway_from_the_command_line(ray_cluster: Any, tmp_path: Path) -> None:
+    """``inference-runtime serve --ray ADDRESS --role gateway`` in its own process, with the
+    head's kind of config file (its deployments are the head's business: ignored there)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = {
+        "gateway": {"host": "127.0.0.1", "port": port},
+        "cluster": {"namespace": "inference-runtime-tests", "sync_interval_s": 0.02},
+        "deployments": [fake("not-here")],
+    }
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+    async with serve(fake("cli", output_tokens=3), sections=SECTIONS) as head:
+        await wait_healthy(head, "cli", 1, tries=9000)
+        with (tmp_path / "stderr").open("wb") as stderr:
+            process = await asyncio.create_subprocess_exec(
+                *(sys.executable, "-m", "inference_runtime.cli.main", "serve", "-c", str(path)),
+                *("--ray", ray_cluster.address, "--role", "gateway"),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=stderr,
+            )
+        try:
+            assert process.stdout is not None
+            line = await asyncio.wait_for(process.stdout.readline(), 60)
+            assert (
+                line.decode().strip() == f"inference-runtime serving on http://127.0.0.1:{port}/v1"
+            )
+            api = openai.AsyncOpenAI(
+                base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0
+            )
+
+            async def served() -> bool:
+                with contextlib.suppress(openai.APIStatusError):
+                    return bool((await chat(api, "cli")).usage.completion_tokens == 4)
+                return False  # the replica is not attached yet
+
+            await eventually(served, "the gateway process serves the head's deployment")
+            assert [m.id async for m in api.models.list()] == ["cli"]
+            assert (await row(head, "cli", "cli#0")).routed_total == 0  # not through the head
+            await api.close()
+        finally:
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+            code = await asyncio.wait_for(process.wait(), 60)
+        assert code == 0, (tmp_path / "stderr").read_text()[-2000:]
