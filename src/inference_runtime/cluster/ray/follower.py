@@ -17,7 +17,7 @@ import contextlib
 import itertools
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from inference_runtime.actors import ActorContext, ActorRef, Props
@@ -49,8 +49,12 @@ class Follower:
         coordinator: ActorRef,
         metrics: ActorRef | None,
         options: ClusterConfig,
+        proxy: Callable[[Deployment, SharedReplica], Props] | None = None,
     ) -> None:
+        """``proxy``: the props of a replica's proxy (default: a ``RayReplicaActor`` attached
+        to its host; tests give a stand-in)."""
         self.context = context
+        self.proxy = proxy or self._props
         self.coordinator = coordinator
         self.metrics = metrics
         self.options = options
@@ -104,7 +108,7 @@ class Follower:
             deployment = self.deployments.get(replica.deployment)
             if deployment is None:
                 continue  # its spec is not here yet
-            proxy = self.context.spawn(self._props(deployment, replica), self._name(replica))
+            proxy = self.context.spawn(self.proxy(deployment, replica), self._name(replica))
             self.coordinator.tell(
                 RegisterReplica(
                     replica.deployment,
