@@ -86,6 +86,8 @@ from harness import (
     write_section,
 )
 from harness import Windows as Sizes
+from inference_runtime.event_loop import LOOP_CHOICES, loop_factory
+from inference_runtime.event_loop import run as run_event_loop
 
 BEGIN_MARKER = "<!-- bench/proxy.py:begin -->"
 END_MARKER = "<!-- bench/proxy.py:end -->"
@@ -435,6 +437,7 @@ def fleet_running(
     server_cpu: int | None,
     mock_cpu: int | None,
     litellm: tuple[Path | None, str],
+    event_loop: str = "asyncio",
 ) -> Iterator[Fleet]:
     script = str(Path(__file__).resolve())
     env = {
@@ -447,6 +450,7 @@ def fleet_running(
         "LITELLM_LOG": "ERROR",
         "LITELLM_TELEMETRY": "False",
         "LITELLM_MASTER_KEY": CLIENT_KEY,
+        "INFERENCE_RUNTIME_EVENT_LOOP": event_loop,
     }
     for variable in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
         env.pop(variable, None)
@@ -474,7 +478,7 @@ def fleet_running(
         for target in targets:
             port = free_port()
             if target is FLOOR:
-                command = [sys.executable, script, "--floor-proxy", str(port), upstream]
+                command = [sys.executable, script, "--floor-proxy", str(port), upstream, event_loop]
                 ready = "/readyz"
             elif target is GATEWAY:
                 config = workdir / "gateway.yaml"
@@ -984,6 +988,8 @@ class Setup:
     cores: int
     pinning: str
     argv: list[str]
+    event_loop: str
+    """The loop of the gateway and of the floor proxy (the same for both)."""
 
 
 def render_report(
@@ -1012,6 +1018,8 @@ def render_report(
             f"- Python {platform.python_version()}, aiohttp"
             f" {importlib.metadata.version('aiohttp')} (client, mock, floor proxy, gateway);"
             f" {litellm}",
+            f"- Event loop: {setup.event_loop} for the gateway and the floor proxy alike (the"
+            " floor runs on the loop the gateway runs on); the mock on asyncio's",
             f"- Command: `{command}`; code: {code_version()}",
             f"- Sizes: concurrency {', '.join(map(str, CONCURRENCIES))}; {TOKENS} tokens per"
             f" request; median of {sizes.repeats} runs of {sizes.duration_s:g} s, each after"
@@ -1108,6 +1116,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--no-litellm", action="store_true", help="do not measure LiteLLM")
     parser.add_argument(
+        "--event-loop",
+        choices=LOOP_CHOICES,
+        default="auto",
+        help="the loop of the gateway and of the floor proxy, the same for both "
+        "(default auto: uvloop when installed, as the gateway takes by default)",
+    )
+    parser.add_argument(
         "--litellm-venv",
         type=Path,
         default=ROOT / ".venv-litellm",
@@ -1122,7 +1137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--mock-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument(
-        "--floor-proxy", nargs=2, metavar=("PORT", "UPSTREAM"), help=argparse.SUPPRESS
+        "--floor-proxy", nargs=3, metavar=("PORT", "UPSTREAM", "LOOP"), help=argparse.SUPPRESS
     )
     args = parser.parse_args(argv)
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -1131,8 +1146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(_mock_main(args.mock_server, SERVER_LIFETIME_S))
         return 0
     if args.floor_proxy is not None:
-        port, upstream = args.floor_proxy
-        asyncio.run(_floor_proxy_main(int(port), upstream, SERVER_LIFETIME_S))
+        port, upstream, loop = args.floor_proxy
+        run_event_loop(_floor_proxy_main(int(port), upstream, SERVER_LIFETIME_S), choice=loop)
         return 0
 
     sizes = Sizes(duration_s=2.0)
@@ -1161,13 +1176,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         client_cpu, server_cpu, mock_cpu, pinning = pick_cpus(args.mock_cpu)
     if client_cpu is not None:
         os.sched_setaffinity(0, {client_cpu})
-    setup = Setup(cores or 1, pinning, argv)
+    event_loop, _ = loop_factory(args.event_loop)
+    setup = Setup(cores or 1, pinning, argv, event_loop)
 
     exit_on_signals()
     noise = Noise(args.noise_budget)
     started = time.perf_counter()
     try:
-        with fleet_running(targets, server_cpu, mock_cpu, litellm) as fleet:
+        with fleet_running(targets, server_cpu, mock_cpu, litellm, event_loop) as fleet:
             cells = asyncio.run(measure(fleet, targets, sizes, noise, profile, args.quiet_wait))
     except asyncio.CancelledError:
         log("stopped by a signal; the servers are stopped")

@@ -98,7 +98,7 @@ async def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
         [sys.executable, "-m", "inference_runtime.cli.main", "serve", "--config", str(path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "INFERENCE_RUNTIME_LOG_LEVEL": "WARNING"},
+        env={**os.environ, "INFERENCE_RUNTIME_LOG_LEVEL": "INFO"},
     )
     try:
         url = f"http://127.0.0.1:{port}"
@@ -129,6 +129,8 @@ async def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
         assert usage is not None
         assert usage["completion_tokens"] == 50  # finished despite the SIGTERM
         assert process.wait(timeout=30) == 0
+        assert process.stdout is not None
+        assert b"event loop: uvloop" in process.stdout.read()  # the default, where installed
     finally:
         if process.poll() is None:
             process.kill()

@@ -27,6 +27,16 @@ class Actor:
     """Exceptions that are an answer, not a failure: they fail the ask and leave the actor as is
     (raised from a ``tell``, they are logged and dropped)."""
 
+    direct_delivery: ClassVar[bool] = False
+    """For an actor whose ``receive`` is a plain, short ``def``: a message that finds it idle
+    (nothing queued, not starting, restarting or stopping) is handled at once, on the sender's
+    call, instead of waking the actor's task; an ``ask`` is then answered before it returns.
+    Order is kept (only an empty mailbox is skipped) and one message is still handled at a
+    time (a message sent while it handles one is queued). What ``receive`` raises is handled
+    as for a queued message: it answers the ask, and a failure goes to the supervisor (in the
+    actor's own task, before its next message). For hot control-plane actors (the coordinator,
+    metrics, remote engines), where a wake-up per message is most of the cost."""
+
     context: ActorContext
     """Set by the kernel before ``pre_start``; valid for the instance's whole life."""
 

@@ -90,7 +90,7 @@ class ActorCell:
         self.children: dict[str, ActorCell] = {}
         self.queue: deque[Envelope] = deque()
         self.capacity = props.mailbox_capacity
-        self.sysq: deque[tuple[str, BaseException]] = deque()
+        self.sysq: deque[tuple[str, BaseException, object]] = deque()
         self.timers = Timers(system.clock, self._deliver_timer)
         self.watchers: set[ActorCell] = set()
         self.watching: set[ActorCell] = set()
@@ -99,6 +99,9 @@ class ActorCell:
         self.strategy: SupervisorStrategy | None = None
         self.receive_fn: Callable[[Any], Any] | None = None
         self.async_receive = False
+        self.direct = False
+        """Idle messages run on the sender's call (``Actor.direct_delivery``, sync receive)."""
+        self.direct_busy = False
         self.replied_errors: tuple[type[BaseException], ...] = ()
         self.current_sender: ActorRef | None = None
         self.started = False
@@ -124,6 +127,9 @@ class ActorCell:
         if self.stopping:
             self.system.dead_letter(message, self.ref, sender)
             return
+        if self.direct and self._idle() and not isinstance(message, _KERNEL_MESSAGES):
+            self._run_direct(message, sender, None)
+            return
         queue = self.queue
         if self.capacity is not None and len(queue) >= self.capacity:
             raise MailboxFull(self.path, self.capacity)
@@ -135,6 +141,9 @@ class ActorCell:
     def tell_ask(self, message: object, reply: asyncio.Future[Any]) -> None:
         if self.stopping:
             raise ActorStopped(self.path)
+        if self.direct and self._idle() and not isinstance(message, _KERNEL_MESSAGES):
+            self._run_direct(message, None, reply)
+            return
         queue = self.queue
         if self.capacity is not None and len(queue) >= self.capacity:
             raise MailboxFull(self.path, self.capacity)
@@ -156,9 +165,50 @@ class ActorCell:
         except MailboxFull:
             self.system.dead_letter(message, self.ref, None)
 
-    def _post_system(self, kind: str, error: BaseException) -> None:
-        self.sysq.append((kind, error))
+    def _post_system(self, kind: str, error: BaseException, message: object = None) -> None:
+        self.sysq.append((kind, error, message))
         self._wake()
+
+    # -- direct delivery (see Actor.direct_delivery) ---------------------------------------
+
+    def _idle(self) -> bool:
+        """Parked on an empty mailbox: nothing queued, no system work, not handling a message."""
+        waiter = self.waiter
+        return (
+            waiter is not None
+            and not waiter.done()
+            and not self.queue
+            and not self.sysq
+            and not self.direct_busy
+        )
+
+    def _run_direct(
+        self, message: object, sender: ActorRef | None, reply: asyncio.Future[Any] | None
+    ) -> None:
+        """Handle one message on the caller's stack, as ``_process`` would in the task."""
+        self.direct_busy = True
+        self.current_sender = sender
+        try:
+            result = self.receive_fn(message)  # type: ignore[misc]
+        except Exception as error:
+            if reply is not None and not reply.done():
+                reply.set_exception(error)
+            if isinstance(error, self.replied_errors):
+                if reply is None:
+                    log.warning("%s: %r raised from a tell; dropped", self.path, error)
+                return
+            self.failures += 1
+            # supervision runs in the actor's own task; until then the actor is not idle
+            self._post_system("failed_direct", error, message)
+            return
+        finally:
+            self.current_sender = None
+            self.direct_busy = False
+        if isinstance(result, Deferred):
+            self._defer(result, reply)
+        elif reply is not None and not reply.done():
+            reply.set_result(result)
+        self.processed += 1
 
     def _wake(self) -> None:
         waiter = self.waiter
@@ -188,8 +238,8 @@ class ActorCell:
         budget = throughput
         while not self.stopping:
             if sysq:
-                kind, error = sysq.popleft()
-                await self._process_system(kind, error)
+                kind, error, failed = sysq.popleft()
+                await self._process_system(kind, error, failed)
                 continue
             if not queue:
                 budget = throughput
@@ -270,7 +320,10 @@ class ActorCell:
         self.watching.discard(cell)
         return True
 
-    async def _process_system(self, kind: str, error: BaseException) -> None:
+    async def _process_system(self, kind: str, error: BaseException, message: object) -> None:
+        if kind == "failed_direct":  # receive raised on a sender's call
+            await self._handle_failure(error, message)
+            return
         if kind == "restart":  # a sibling failed under an all-for-one strategy
             failed = await self._restart(error, None)
             if failed is not None:
@@ -300,6 +353,7 @@ class ActorCell:
             self.strategy = instance.supervisor_strategy()
             self.receive_fn = instance.receive
             self.async_receive = inspect.iscoroutinefunction(instance.receive)
+            self.direct = type(instance).direct_delivery and not self.async_receive
             self.replied_errors = type(instance).replied_errors
             if restart_error is None:
                 await _maybe_await(instance.pre_start())

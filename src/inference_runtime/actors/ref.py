@@ -53,12 +53,20 @@ class ActorRef:
         Raises ``AskTimeout`` after ``timeout`` seconds (``None``: wait as long as the actor
         lives), ``ActorStopped`` at once if the actor stops first, ``MailboxFull`` if it is full.
         """
+        return await self.ask_future(message, timeout=timeout)
+
+    def ask_future(
+        self, message: object, *, timeout: float | None = DEFAULT_ASK_TIMEOUT
+    ) -> asyncio.Future[Any]:
+        """:meth:`ask` without the coroutine: the future of the answer (already done when the
+        actor answered on this call, see ``Actor.direct_delivery``). For callers that must not
+        lose the answer when they are cancelled: they wait on it without cancelling it."""
         cell = self._cell
         reply: asyncio.Future[Any] = cell.loop.create_future()
         cell.tell_ask(message, reply)
-        if timeout is not None:
+        if timeout is not None and not reply.done():
             cell.system.ask_deadlines.add(timeout, reply, self.path, message)
-        return await reply
+        return reply
 
     def stop(self) -> None:
         """Ask the actor to stop after the message it is handling (pending asks fail now)."""

@@ -21,7 +21,6 @@ from inference_runtime.actors.supervision import DEFAULT_STRATEGY, Directive, Su
 
 log = logging.getLogger("inference_runtime.actors")
 
-_NAME_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,13 +189,7 @@ class ActorSystem:
         return next(self._uids)
 
     def generated_name(self) -> str:
-        number, digits = next(self._names), []
-        while True:
-            number, rest = divmod(number, 36)
-            digits.append(_NAME_ALPHABET[rest])
-            if number == 0:
-                break
-        return "$" + "".join(reversed(digits))
+        return f"${next(self._names):x}"  # one per request actor: kept cheap
 
     def dead_letter(self, message: object, recipient: ActorRef, sender: ActorRef | None) -> None:
         self.dead_letters.publish(DeadLetter(message, recipient, sender))

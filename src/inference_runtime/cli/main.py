@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from collections.abc import Sequence
@@ -17,6 +16,8 @@ from inference_runtime.config import (
     load_config,
     read_environment,
 )
+from inference_runtime.event_loop import loop_factory
+from inference_runtime.event_loop import run as run_event_loop
 from inference_runtime.version import __version__
 
 
@@ -62,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
         "gateway; gateway runs only a gateway that serves the head's deployments "
         "(cluster.role), e.g. one more per node",
     )
+    serve.add_argument(
+        "--event-loop",
+        choices=["auto", "asyncio", "uvloop"],
+        help="override gateway.event_loop (default auto: uvloop when installed)",
+    )
     add_admin_commands(commands)
     return parser
 
@@ -80,10 +86,19 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     host = args.host or env.host or config.gateway.host
     port = args.port if args.port is not None else env.port
-    overrides = {"host": host, "port": port if port is not None else config.gateway.port}
-    gateway = RuntimeConfig.from_dict(
-        {"gateway": {**_builtins(config.gateway), **overrides}, "deployments": []}
-    ).gateway
+    overrides = {
+        "host": host,
+        "port": port if port is not None else config.gateway.port,
+        "event_loop": args.event_loop or env.event_loop or config.gateway.event_loop,
+    }
+    try:
+        gateway = RuntimeConfig.from_dict(
+            {"gateway": {**_builtins(config.gateway), **overrides}, "deployments": []}
+        ).gateway
+        loop_factory(gateway.event_loop)
+    except ValueError as error:
+        print(f"inference-runtime serve: {error}", file=sys.stderr)
+        return 2
     auth = config.auth
     if args.allow_unauthenticated:
         auth = msgspec.structs.replace(auth, allow_unauthenticated=True)
@@ -102,7 +117,7 @@ def _serve(args: argparse.Namespace) -> int:
     from inference_runtime.runtime import Runtime
 
     try:
-        asyncio.run(Runtime(config).serve_forever())
+        run_event_loop(Runtime(config).serve_forever(), choice=gateway.event_loop)
     except OSError as error:
         print(
             f"inference-runtime serve: cannot listen on {host}:{overrides['port']}: {error}",

@@ -44,6 +44,7 @@ class DpCoordinatorActor(Actor):
     """
 
     replied_errors: ClassVar[tuple[type[BaseException], ...]] = (InferenceRuntimeError,)
+    direct_delivery: ClassVar[bool] = True  # every route and release: no wake-up each
 
     def __init__(self, table: RoutingTable | None = None) -> None:
         self.table = table if table is not None else RoutingTable()

@@ -29,6 +29,8 @@ class Environment(msgspec.Struct, frozen=True, kw_only=True):
     """INFERENCE_RUNTIME_URL: the server the CLI's admin verbs talk to."""
     admin_key: Secret = Secret("")
     """INFERENCE_RUNTIME_ADMIN_KEY: the admin key the CLI's admin verbs send."""
+    event_loop: str | None = None
+    """INFERENCE_RUNTIME_EVENT_LOOP: overrides ``gateway.event_loop`` (auto, asyncio, uvloop)."""
 
 
 def _variable(name: str) -> str:
@@ -101,4 +103,5 @@ def read_environment(environ: Mapping[str, str] | None = None) -> Environment:
         ),
         url=env.get("INFERENCE_RUNTIME_URL") or None,
         admin_key=Secret(env.get("INFERENCE_RUNTIME_ADMIN_KEY", "").strip()),
+        event_loop=env.get("INFERENCE_RUNTIME_EVENT_LOOP") or None,
     )

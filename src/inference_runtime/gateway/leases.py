@@ -24,24 +24,26 @@ async def acquire_lease(coordinator: ActorRef, route: Route) -> RouteLease:
     """Ask for a replica. If we are cancelled while the coordinator answers, the lease it hands
     out anyway (it counted the request in flight at once) is given back when it arrives.
 
-    The ask runs in its own task, which our cancellation does not reach; we wait on a plain
-    future that the task completes (what ``asyncio.shield`` does, with one object less)."""
-    loop = asyncio.get_running_loop()
-    ask: asyncio.Task[RouteLease] = loop.create_task(coordinator.ask(route))
-    waiter: asyncio.Future[None] = loop.create_future()
-    ask.add_done_callback(functools.partial(_wake, waiter))
+    We wait on a plain future that the answer completes, never on the answer itself, so that
+    our cancellation cannot cancel it (what ``asyncio.shield`` does, with no task); an answer
+    given on the call (the coordinator was idle) needs no waiting at all."""
+    reply: asyncio.Future[RouteLease] = coordinator.ask_future(route)
+    if reply.done():
+        return reply.result()
+    waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    reply.add_done_callback(functools.partial(_wake, waiter))
     try:
         await waiter
     except asyncio.CancelledError:
 
-        def give_back(done: asyncio.Task[RouteLease]) -> None:
+        def give_back(done: asyncio.Future[RouteLease]) -> None:
             if not done.cancelled() and done.exception() is None:
                 got = done.result()
                 tell_reliably(coordinator, Release(got.deployment, got.replica_id))
 
-        ask.add_done_callback(give_back)
+        reply.add_done_callback(give_back)
         raise
-    return ask.result()
+    return reply.result()
 
 
 def _wake(waiter: asyncio.Future[None], _ask: object) -> None:

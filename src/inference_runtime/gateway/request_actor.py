@@ -261,7 +261,8 @@ class RequestActor(Actor):
         if event.error is None:
             self.ended[(event.group, event.index)] = event.usage
             if len(self.ended) == self.job.choices:
-                self.job.stream.finish(self._final_usage())
+                if not self.job.stream.ended:  # else choice_finished has finished it
+                    self.job.stream.finish(self._final_usage())
                 self._finish("success")
             return
         error = event.error

@@ -43,6 +43,7 @@ class MetricsActor(Actor):
     """
 
     replied_errors: ClassVar[tuple[type[BaseException], ...]] = (InferenceRuntimeError,)
+    direct_delivery: ClassVar[bool] = True  # a record per request: no wake-up each
 
     def __init__(
         self,

@@ -125,5 +125,21 @@ class Histogram:
         for value in values:
             self.observe(value)
 
+    def observe_clamped(self, values: Sequence[float]) -> None:
+        """Observe each value, negative and NaN ones as 0.0 (the gaps between a stream's
+        tokens, most of them 0.0 within a batch): one tight pass, no call per value."""
+        counts, bounds = self._counts, self._bounds
+        total, zeros = 0.0, 0
+        for value in values:
+            if value > 0.0:
+                counts[bisect_left(bounds, value)] += 1
+                total += value
+            else:
+                zeros += 1
+        if zeros:
+            counts[bisect_left(bounds, 0.0)] += zeros
+        self._sum += total
+        self._count += len(values)
+
     def snapshot(self) -> HistogramSnapshot:
         return HistogramSnapshot(self._bounds, tuple(self._counts), self._sum, self._count)

@@ -110,11 +110,8 @@ class MetricsRecorder:
             state.queue.observe(max(0.0, record.queue_s))
         if record.outcome != "rejected":
             state.e2e.observe(max(0.0, record.e2e_s))
-        gaps = record.inter_token_s
-        if gaps:  # one per token of a stream: the loop is kept tight
-            observe = state.inter_token.observe
-            for gap in gaps:
-                observe(gap if gap > 0.0 else 0.0)  # negative and NaN count as zero
+        if record.inter_token_s:  # one per token of a stream
+            state.inter_token.observe_clamped(record.inter_token_s)
         return cost
 
     def budget_warned(self, deployment: str) -> None:

@@ -19,7 +19,7 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from inference_runtime.engine.core import AbortRequest, AddRequest, Admitted
 from inference_runtime.engine.embedding_core import (
@@ -99,6 +99,8 @@ class _Job:
 
 
 class RemoteEngineCoreActor(ReplicaActor):
+    direct_delivery: ClassVar[bool] = True  # admit and abort are short and synchronous
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.config = RemoteConfig.of(self.deployment)

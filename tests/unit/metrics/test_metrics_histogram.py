@@ -70,3 +70,13 @@ def test_default_buckets_cover_a_millisecond_to_a_minute() -> None:
 def test_bad_bounds_are_refused(bounds: tuple[float, ...]) -> None:
     with pytest.raises(ValueError):
         Histogram(bounds)
+
+
+def test_observe_clamped_counts_like_one_by_one() -> None:
+    values = [0.0, 0.0, 0.003, -1.0, float("nan"), 0.2, 0.0, 7.5, 1e9]
+    bulk, single = Histogram(), Histogram()
+    bulk.observe_clamped(values)
+    for value in values:
+        single.observe(value if value > 0.0 else 0.0)  # negative and NaN count as zero
+    assert bulk.snapshot() == single.snapshot()
+    assert bulk.count == len(values)
