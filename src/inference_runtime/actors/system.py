@@ -22,7 +22,6 @@ from inference_runtime.actors.supervision import DEFAULT_STRATEGY, Directive, Su
 log = logging.getLogger("inference_runtime.actors")
 
 
-
 @dataclass(frozen=True, slots=True)
 class SystemStatistics:
     """A snapshot of the whole system."""
