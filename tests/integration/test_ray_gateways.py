@@ -202,8 +202,19 @@ async def test_a_gateway_that_stops_or_dies_takes_its_counts_along(ray_cluster: 
             await asyncio.sleep(0.02)
         with contextlib.suppress(Exception):
             await stream.close()
-        # the gateway's proxies left the replica's host alone: the head still serves from it
+        # the gateway's proxies left the replica's host alone: the head still serves from it,
+        # and the host no longer reports to the stopped gateway
         assert (await chat(client(head), "left", max_tokens=2)).usage.completion_tokens == 2
+        from inference_runtime.cluster.ray import ACTOR_PREFIX
+
+        prefix = f"{ACTOR_PREFIX}left#0:"
+        (name,) = [n for n in ray.util.list_named_actors() if n.startswith(prefix)]
+        host = ray.get_actor(name)
+
+        async def one_subscriber() -> bool:
+            return bool(await host.subscribers.remote() == 1)
+
+        await eventually(one_subscriber, "the stopped gateway's events stream was cancelled")
 
         # a gateway that dies without a word: its counts go after its ttl
         ghost = {"seen": 0, "counts": {("left", "left#0"): 3}}

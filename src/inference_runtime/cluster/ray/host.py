@@ -299,6 +299,11 @@ class EngineHost:
         finally:
             self.relay.subscribers.discard(subscription)
 
+    async def subscribers(self) -> int:
+        """How many ``events`` streams are open (one per proxy: the head's and each
+        gateway's); a stopped gateway's goes away."""
+        return len(self.relay.subscribers)
+
     async def stats(self) -> EngineStatistics:
         stats: EngineStatistics = await self._engine().ask(GetEngineStats())
         return stats

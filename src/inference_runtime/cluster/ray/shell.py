@@ -15,6 +15,11 @@ in it. Losing the host (its process crashed, its node left the cluster) or the e
 retryable ``ReplicaFailed`` (retried elsewhere before their first token), the parent gets
 ``ReplicaDown`` and re-places the replica. Stopping the proxy kills the host and removes the
 placement group.
+
+A gateway-only runtime (``cluster.role: gateway``) runs one of these per replica too, attached by
+name to the host the head started (``attach=``): it sends requests and reads load reports as the
+head's proxy does, but neither starts nor stops the host (it only cancels its own ``events``
+stream).
 """
 
 from __future__ import annotations
@@ -136,6 +141,8 @@ class RayReplicaActor(Actor):
         self.stopping = False
         self.handle: Any = None
         self.handle_name = ""
+        self.events: Any = None
+        """The host's ``events`` stream for this proxy (cancelled when an attached one stops)."""
         self.ready = False
         self.group: Any = None
         self.node_id: str | None = None
@@ -231,7 +238,7 @@ class RayReplicaActor(Actor):
         """The host's load reports, then its end: ``Down`` (supervision gave up) or an error
         (the actor or its node is gone)."""
         try:
-            stream = self.handle.events.remote()
+            stream = self.events = self.handle.events.remote()
             while True:
                 try:
                     items = await _next(stream)
@@ -256,8 +263,11 @@ class RayReplicaActor(Actor):
         if not self.failed:
             self.state, self.reason = ReplicaState.FAILED, self.reason or "stopped"
             self._report(self._load())
-        if self.attach is not None:  # the head's replica: the head stops it
-            self.handle = None
+        if self.attach is not None:  # the head's replica: the head stops it; ours is the stream
+            with contextlib.suppress(Exception):
+                if self.events is not None:
+                    ray.cancel(self.events)
+            self.handle = self.events = None
             return
         try:
             if self.handle is not None:

@@ -62,6 +62,9 @@ class BoardSyncActor(Actor):
         self.metrics = metrics
         self.board: Any = None
         self.task: asyncio.Task[None] | None = None
+        self.closing = False
+        self.lookup = False
+        """Look the board up again (a sync failed); the last handle is kept to leave by."""
 
     def pre_start(self) -> None:
         self.synced = asyncio.Event()
@@ -78,6 +81,9 @@ class BoardSyncActor(Actor):
         self.task = asyncio.get_running_loop().create_task(self._run(), name="board-sync")
 
     async def post_stop(self) -> None:
+        # the flag too: before Python 3.12, wait_for loses a cancellation that comes as the
+        # call it waits for completes, and the loop would run on (and the stop wait forever)
+        self.closing = True
         if self.task is not None:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -110,7 +116,7 @@ class BoardSyncActor(Actor):
     async def _run(self) -> None:
         interval = self.options.sync_interval_s
         failures = 0
-        while True:
+        while not self.closing:
             try:
                 await self._sync()
                 failures = 0
@@ -120,12 +126,12 @@ class BoardSyncActor(Actor):
                 failures += 1
                 if failures == 1 or failures % 100 == 0:
                     log.warning("syncing with the routing board failed: %s", describe(error))
-                self.board = None  # found again (or created anew) at the next try
+                self.lookup = True  # the board: found again (or created anew) at the next try
             await asyncio.sleep(interval)
 
     async def _sync(self) -> None:
-        if self.board is None:
-            self.board = board_handle()
+        if self.board is None or self.lookup:
+            self.board, self.lookup = board_handle(), False
         timeout = self.options.call_timeout_s
         export: RoutesExport = await self.coordinator.ask(ExportRoutes(), timeout=timeout)
         sent = self.sharing.outgoing(export)
