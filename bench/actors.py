@@ -152,6 +152,10 @@ class EchoActor(Actor):
         return message
 
 
+class DirectEchoActor(EchoActor):
+    direct_delivery = True  # answered on the asker's call when idle
+
+
 class AsyncEchoActor(Actor):
     async def receive(self, message: Any) -> Any:
         return message
@@ -445,6 +449,7 @@ async def run_asyncio(sizes: Sizes, results: Results) -> None:
             "ours": lambda: ask_ours(system, sizes.ask, EchoActor),
             "ours_async": lambda: ask_ours(system, sizes.ask, AsyncEchoActor),
             "ours_no_timeout": lambda: ask_ours(system, sizes.ask, EchoActor, timeout=None),
+            "ours_direct": lambda: ask_ours(system, sizes.ask, DirectEchoActor),
         },
         repeats,
     )
@@ -599,6 +604,12 @@ def build_rows(r: Results) -> list[Row]:
         cost_row(
             "ask round trip p50, sync receive, `timeout=None`",
             ask["ours_no_timeout"].p50_us,
+            ask["future"].p50_us,
+            None,
+        ),
+        cost_row(
+            "ask round trip p50, sync receive, `direct_delivery` (idle actor)",
+            ask["ours_direct"].p50_us,
             ask["future"].p50_us,
             None,
         ),

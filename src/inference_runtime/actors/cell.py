@@ -85,7 +85,8 @@ class ActorCell:
         self.name = name
         self.path = path
         self.loop = system.loop
-        self.ref = ActorRef(self, path, system.next_uid())
+        self.uid = system.next_uid()
+        self.ref = ActorRef(self, path, self.uid)
         self.parent_ref = parent.ref
         self.children: dict[str, ActorCell] = {}
         self.queue: deque[Envelope] = deque()
@@ -493,6 +494,25 @@ class ActorCell:
         self.system.cell_terminated(self)
         if not self.terminated.done():
             self.terminated.set_result(None)
+        self._break_cycles()
+
+    def _break_cycles(self) -> None:
+        """Drop the stopped cell's links back to itself (its own ref, its timers' callback), so
+        that reference counting frees it and all it holds once the last outside ref goes: a
+        server spawns an actor per request, and the cyclic collector walking each stopped one
+        cost more CPU than the actor itself. Both come back on demand (``__getattr__``)."""
+        del self.ref
+        del self.timers
+
+    def __getattr__(self, name: str) -> Any:
+        # only reached for the attributes _break_cycles dropped, after the actor stopped
+        if name == "ref":
+            return ActorRef(self, self.path, self.uid)  # equal to the one it replaced
+        if name == "timers":
+            timers = Timers(self.system.clock, self._deliver_timer)
+            self.timers = timers
+            return timers
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # -- children, watching ----------------------------------------------------------------
 

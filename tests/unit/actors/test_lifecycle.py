@@ -489,3 +489,27 @@ async def test_stopping_fails_deferred_asks(system: ActorSystem) -> None:
     await ref.wait_stopped()
     with pytest.raises(ActorStopped):
         await pending
+
+
+async def test_a_stopped_actor_is_freed_without_the_cyclic_collector(system: ActorSystem) -> None:
+    import gc
+    import weakref
+
+    ref = system.actor_of(Props(Recorder))
+    ref.tell("x")
+    await ref.ask("y")
+    ref.stop()
+    await ref.wait_stopped()
+    ref.tell("late")  # a dead letter: the stopped cell still answers as itself
+    assert system.dead_letters.recent[-1].recipient == ref
+    assert system.dead_letters.recent[-1].message == "late"
+    cell = weakref.ref(ref._cell)
+    gc.collect()
+    gc.disable()  # freed by reference counting alone, or not at all
+    try:
+        del ref
+        system.dead_letters.recent.clear()  # it holds the recipient's ref
+        await settle()
+        assert cell() is None
+    finally:
+        gc.enable()
