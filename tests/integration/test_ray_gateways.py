@@ -1,9 +1,10 @@
 """Several gateways on the (simulated) Ray cluster at once: the head's runtime and a gateway-only
 runtime (``cluster.role: gateway``), each on its own loopback port, serve the same deployments
 over HTTP (the official ``openai`` client), with in-flight counts merged through the routing
-board: one gateway's routing sees the requests held open through the other, the head's drains
-wait for them, a re-placed replica is picked up by the other gateway, and a gateway that stops
-(or dies) takes its counts with it. Uses the session's ``ray_cluster``; skipped without Ray."""
+board: one gateway's routing sees the requests held open through the other, both agree on every
+replica's count, the head's drains wait for them, a re-placed replica is picked up by the other
+gateway, a gateway that stops (or dies) takes its counts with it, and ``serve --role gateway``
+works as a process of its own. Uses the session's ``ray_cluster``; skipped without Ray."""
 
 from __future__ import annotations
 
@@ -110,6 +111,36 @@ async def test_each_gateway_routes_on_the_counts_of_both(ray_cluster: Any) -> No
             return counts == [0, 0, 0, 0]
 
         await eventually(all_released, "both gateways see every request released")
+
+
+async def test_both_gateways_agree_on_every_replicas_count(ray_cluster: Any) -> None:
+    async with (
+        serve(fake("many", replicas=2, **LONG), sections=SECTIONS) as head,
+        serve_gateway() as other,
+    ):
+        await wait_healthy(head, "many", 2, tries=9000)
+        await wait_healthy(other, "many", 2, tries=9000)
+        streams = await asyncio.gather(
+            *(hold(client(head), "many") for _ in range(3)),
+            *(hold(client(other), "many") for _ in range(4)),
+        )
+
+        async def counts(runtime: Any) -> dict[str, int]:
+            return {r.replica_id: r.in_flight for r in (await table(runtime)).deployments["many"]}
+
+        async def agreed() -> bool:
+            mine, theirs = await counts(head), await counts(other)
+            return mine == theirs and sum(mine.values()) == 7
+
+        await eventually(agreed, "both gateways count the 7 requests on the same replicas")
+        assert sorted((await counts(head)).values()) == [3, 4]  # least loaded: spread
+        for stream in streams:
+            await stream.close()
+
+        async def released() -> bool:
+            return sum((await counts(head)).values()) + sum((await counts(other)).values()) == 0
+
+        await eventually(released, "both gateways see every request released")
 
 
 async def test_a_drain_on_the_head_waits_for_the_other_gateway(ray_cluster: Any) -> None:
