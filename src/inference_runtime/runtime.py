@@ -24,9 +24,12 @@ from inference_runtime.cluster import (
     DpCoordinatorActor,
     ListDeployments,
     NodeInfo,
+    WatchCatalog,
     probe_local_node,
 )
 from inference_runtime.cluster.manager import check_deployment
+from inference_runtime.cluster.messages import WaitSynced
+from inference_runtime.cluster.shared_table import SharedRoutingTable
 from inference_runtime.config import RuntimeConfig, read_environment
 from inference_runtime.errors import RequestError
 from inference_runtime.gateway import Drain, GetAddress, spawn_gateway
@@ -89,7 +92,10 @@ class Runtime:
         """Open the state, build the topology (restoring the catalog, applying the config's
         deployments), listen; returns (host, port)."""
         config = self.config
-        for deployment in config.deployments:
+        gateway_only = config.cluster.role == "gateway"
+        if gateway_only and config.deployments:
+            log.info("a gateway serves the head's deployments: those of the config are ignored")
+        for deployment in () if gateway_only else config.deployments:
             try:
                 check_deployment(deployment, local=config.cluster.backend != "ray")
             except RequestError as error:
@@ -120,32 +126,45 @@ class Runtime:
         try:
             # one route ask and one release per request, plus load reports: a deep mailbox
             dp = system.actor_of(
-                Props.create(lambda: DpCoordinatorActor(), mailbox_capacity=COORDINATOR_MAILBOX),
-                "dp",
+                Props.create(self._coordinator(), mailbox_capacity=COORDINATOR_MAILBOX), "dp"
             )
             metrics = system.actor_of(
                 Props.create(lambda: MetricsActor(ledger=ledger), mailbox_capacity=METRICS_MAILBOX),
                 "metrics",
             )
-            placement = system.actor_of(
-                Props.create(lambda: DeploymentPlacementActor(inventory, live=live)), "placement"
-            )
-            self.manager = system.actor_of(
-                Props.create(
-                    lambda: DeploymentManagerActor(
-                        coordinator=dp,
-                        metrics=metrics,
-                        placement=placement,
-                        store=store,
-                        initial=config.deployments,
-                        config=config.manager,
-                        launcher=launcher,
-                    )
-                ),
-                "mgr",
-            )
-            await self.manager.ask(ListDeployments())  # restored and started before we listen
+            if not gateway_only:
+                placement = system.actor_of(
+                    Props.create(lambda: DeploymentPlacementActor(inventory, live=live)),
+                    "placement",
+                )
+                self.manager = system.actor_of(
+                    Props.create(
+                        lambda: DeploymentManagerActor(
+                            coordinator=dp,
+                            metrics=metrics,
+                            placement=placement,
+                            store=store,
+                            initial=config.deployments,
+                            config=config.manager,
+                            launcher=launcher,
+                        )
+                    ),
+                    "mgr",
+                )
+                await self.manager.ask(ListDeployments())  # restored and started before we listen
+            board = None
+            if self.backend is not None:
+                board = self.backend.spawn_sync(
+                    system, coordinator=dp, manager=self.manager, metrics=metrics
+                )
+            if gateway_only:
+                assert board is not None
+                # the head's catalog and replicas are known before we listen
+                await board.ask(WaitSynced(), timeout=config.cluster.call_timeout_s)
             self.gateway = spawn_gateway(system, config.gateway, dp, auth=config.auth)
+            if gateway_only:
+                assert board is not None
+                board.tell(WatchCatalog(self.gateway))
             self.address = await self.gateway.ask(GetAddress())
         except BaseException:
             await system.shutdown()
@@ -153,6 +172,15 @@ class Runtime:
             self._close_backend()
             raise
         return self.address
+
+    def _coordinator(self) -> Callable[[], DpCoordinatorActor]:
+        """A coordinator with a plain table in one process; on Ray, a table shared with the
+        other gateways (created once: it outlives a restart of the coordinator), whose drains
+        on the head wait for every gateway."""
+        if self.backend is None:
+            return lambda: DpCoordinatorActor()
+        table = SharedRoutingTable(drain_barrier=self.config.cluster.role == "head")
+        return lambda: DpCoordinatorActor(table)
 
     def _close_backend(self) -> None:
         if self.backend is not None:
@@ -184,6 +212,9 @@ class Runtime:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         host, port = await self.start()
+        if self.backend is not None:  # ray.init put its own SIGTERM handler (exit at once)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
         tune_garbage_collector()
         print(f"inference-runtime serving on http://{host}:{port}/v1", flush=True)
         waiter = asyncio.ensure_future(stop.wait())

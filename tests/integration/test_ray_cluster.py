@@ -6,56 +6,19 @@ taking no replica, two workers with 2 CPUs and 2 fake GPUs each); skipped withou
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import openai
 import pytest
 
-from inference_runtime.cluster import ApplyDeployment, GetDeploymentStatus
+from inference_runtime.cluster import ApplyDeployment
 from inference_runtime.types import Deployment, ReplicaState
-from support.runtime import USER, client, serve, table, wait_healthy
+from support.cluster import SECTIONS, WAIT_S, chat, eventually, fake, status
+from support.runtime import client, serve, table, wait_healthy
 
 ray = pytest.importorskip("ray")
 
 pytestmark = pytest.mark.timeout(300)
-WAIT_S = 90.0
-SECTIONS = {
-    "cluster": {
-        "backend": "ray",
-        "replica_cpus": 0.5,
-        "call_timeout_s": 10,
-        "placement_timeout_s": 30,
-    },
-    "manager": {"health_interval_s": 1, "replace_backoff_s": 0.2},
-}
-
-
-def fake(name: str, replicas: int = 1, gpus: int = 0, **config: Any) -> dict[str, Any]:
-    serving = config.pop("serving", {})
-    return {
-        "name": name,
-        "runtime": "fake",
-        "replicas": replicas,
-        "gpus": gpus,
-        "runtime_config": config,
-        "serving": serving,
-    }
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT_S
-    while not await check():
-        if loop.time() > deadline:
-            raise AssertionError(f"not within {WAIT_S:g} s: {what}")
-        await asyncio.sleep(0.05)
-
-
-async def status(runtime: Any, name: str) -> Any:
-    assert runtime.manager is not None
-    return await runtime.manager.ask(GetDeploymentStatus(name))
 
 
 def ray_nodes_of_live_groups() -> list[str]:
@@ -67,10 +30,6 @@ def ray_nodes_of_live_groups() -> list[str]:
         if group["state"] == "CREATED"
         for node in group["bundles_to_node_id"].values()
     ]
-
-
-async def chat(api: openai.AsyncOpenAI, model: str, **kwargs: Any) -> Any:
-    return await api.chat.completions.create(model=model, messages=USER, **kwargs)
 
 
 async def test_replicas_spread_over_nodes_and_too_many_gpus_says_why(ray_cluster: Any) -> None:

@@ -57,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
         "began on this machine, else a new local one)",
     )
     serve.add_argument(
+        "--role",
+        choices=("head", "gateway"),
+        help="with --ray: head (default) runs the catalog, placement and replicas and a "
+        "gateway; gateway runs only a gateway that serves the head's deployments "
+        "(cluster.role), e.g. one more per node",
+    )
+    serve.add_argument(
         "--event-loop",
         choices=["auto", "asyncio", "uvloop"],
         help="override gateway.event_loop (default auto: uvloop when installed)",
@@ -95,12 +102,17 @@ def _serve(args: argparse.Namespace) -> int:
     auth = config.auth
     if args.allow_unauthenticated:
         auth = msgspec.structs.replace(auth, allow_unauthenticated=True)
-    cluster = config.cluster
+    changes: dict[str, object] = {}
     if args.ray is not None:
-        cluster = msgspec.structs.replace(
-            cluster, backend="ray", address=args.ray or cluster.address
-        )
-    config = msgspec.structs.replace(config, gateway=gateway, auth=auth, cluster=cluster)
+        changes.update(backend="ray", address=args.ray or config.cluster.address)
+    if args.role is not None:
+        changes["role"] = args.role
+    try:  # checked as a whole: a gateway needs Ray
+        cluster = msgspec.structs.replace(config.cluster, **changes)
+        config = msgspec.structs.replace(config, gateway=gateway, auth=auth, cluster=cluster)
+    except ValueError as error:
+        print(f"inference-runtime serve: {error}", file=sys.stderr)
+        return 2
 
     from inference_runtime.runtime import Runtime
 

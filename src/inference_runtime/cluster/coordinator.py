@@ -2,7 +2,8 @@
 
 The actor only serialises access (one message at a time, so in-flight counts are exact without
 locks) and ties replicas to their engines' lifetimes: it watches every registered engine and drops
-an engine's replicas when it stops. The rules live in :class:`RoutingTable`.
+an engine's replicas when it stops. The rules live in :class:`RoutingTable` (with several
+gateways on Ray: :class:`~inference_runtime.cluster.shared_table.SharedRoutingTable`).
 """
 
 from __future__ import annotations
@@ -12,16 +13,20 @@ from typing import Any, ClassVar
 
 from inference_runtime.actors import Actor, ActorRef, Terminated
 from inference_runtime.cluster.messages import (
+    ApplyRoutes,
     DeregisterReplica,
+    ExportRoutes,
     GetRoutingTable,
     RegisterReplica,
     Release,
+    ReplicaHost,
     ReplicaSnapshot,
     Route,
     RouteLease,
     RoutingTableSnapshot,
     SetReplicaState,
 )
+from inference_runtime.cluster.shared_table import SharedRoutingTable
 from inference_runtime.cluster.table import RoutingTable
 from inference_runtime.errors import InferenceRuntimeError
 from inference_runtime.types import EngineLoad
@@ -63,6 +68,8 @@ class DpCoordinatorActor(Actor):
                 table.set_state(deployment, rid, state, why)
             case GetRoutingTable():
                 return table.snapshot()
+            case ApplyRoutes() | ExportRoutes() | ReplicaHost():
+                return self._share(message)
             case Terminated(ref=engine):
                 for deployment, rid in table.remove_engine(engine):
                     log.info(
@@ -71,6 +78,22 @@ class DpCoordinatorActor(Actor):
             case _:
                 log.warning("coordinator: unknown message %r", message)
                 self.context.system.dead_letter(message, self.context.self_ref, self.context.sender)
+        return None
+
+    def _share(self, message: ApplyRoutes | ExportRoutes | ReplicaHost) -> object:
+        """Several gateways (Ray): only a shared table takes part; a plain one ignores it."""
+        table = self.table
+        if not isinstance(table, SharedRoutingTable):
+            return None
+        match message:
+            case ApplyRoutes():
+                table.apply(message)
+            case ExportRoutes():
+                return table.export()
+            case ReplicaHost(deployment=deployment, replica_id=rid, host=host):
+                entry = table.entry(deployment, rid)
+                if entry is not None and entry.engine == self.context.sender:  # not a late one
+                    table.set_host(deployment, rid, host)
         return None
 
     def _register(self, message: RegisterReplica) -> None:

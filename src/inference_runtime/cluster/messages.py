@@ -118,3 +118,64 @@ class RoutingTableSnapshot:
             if row.replica_id == replica_id:
                 return row
         return None
+
+
+# -- several gateways (``cluster.shared_table``, ``cluster.sharing``) -----------------------
+
+ReplicaKey = tuple[str, str]
+"""``(deployment, replica_id)``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaHost:
+    """A Ray replica's proxy tells the coordinator the name of its host actor, so that the
+    other gateways can reach the same engine (ignored by a table that is not shared)."""
+
+    deployment: str
+    replica_id: str
+    host: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExportRoutes:
+    """Ask a shared table for :class:`RoutesExport`: what this runtime publishes."""
+
+
+@dataclass(frozen=True, slots=True)
+class SharedReplica:
+    """A replica as the head publishes it: where its engine is and how to route to it.
+    ``held``: the state the head holds it in (DRAINING or FAILED), else ``None``."""
+
+    deployment: str
+    replica_id: str
+    host: str
+    routing: str
+    max_concurrent: int
+    held: ReplicaState | None
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RoutesExport:
+    """This runtime's own in-flight count per replica (those not zero) and, for the replicas
+    whose host is known here (the head's), their membership."""
+
+    counts: dict[ReplicaKey, int]
+    replicas: tuple[SharedReplica, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyRoutes:
+    """What the board says, for the shared table: the other runtimes' in-flight counts per
+    replica (the table routes on its own count plus these), the drains that every gateway has
+    seen (``acked``), and the states the head holds replicas in (for a gateway)."""
+
+    others: dict[ReplicaKey, int]
+    acked: frozenset[ReplicaKey] = frozenset()
+    held: dict[ReplicaKey, tuple[ReplicaState, str | None]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WaitSynced:
+    """Ask a runtime's board sync actor: answered once its first sync has been applied (a
+    gateway then knows what to serve)."""

@@ -61,6 +61,7 @@ class RoutingTable:
         old = replicas.get(replica_id)
         if old is not None:
             entry.in_flight, entry.routed_total = old.in_flight, old.routed_total
+            entry.others = old.others
             if old.engine == engine:
                 entry.waiting, entry.running = old.waiting, old.running
                 entry.context_restarts = old.context_restarts

@@ -110,10 +110,19 @@ class ManagerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             raise ValueError("manager: drain_timeout_s and replace_backoff_s must be >= 0")
 
 
+CLUSTER_ROLES = ("head", "gateway")
+
+
 class ClusterConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Where replicas run: in this process (``local``) or in Ray actors across a Ray cluster."""
 
     backend: Literal["local", "ray"] = "local"
+    role: str = "head"
+    """Ray: ``head`` runs the whole runtime (catalog, placement, replicas) and a gateway;
+    ``gateway`` runs only a gateway (coordinator, metrics, HTTP) that serves the deployments
+    the head placed, routing on in-flight counts shared with every other gateway through the
+    routing board; it ignores ``deployments`` (the head's config names them: one config file
+    can serve the head and every gateway). Start one per node, or as many as the load needs."""
     address: str | None = None
     """Ray: the cluster to join (``auto``, ``HOST:6379``, ``ray://HOST:10001``); none: the
     cluster started on this machine by ``ray start``, else a new local one."""
@@ -127,12 +136,30 @@ class ClusterConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     placed again (after the backoff)."""
     call_timeout_s: float = 30.0
     """Ray: the bound on a control call to a replica's actor (admission, statistics)."""
+    sync_interval_s: float = 0.05
+    """Ray: how often each runtime syncs with the routing board (publishes its in-flight
+    counts, pulls the others' and the head's replicas): the lag of a gateway's view of the
+    others' load."""
+    board_ttl_s: float = 5.0
+    """Ray: a runtime not heard from by the routing board for this long (it died without
+    stopping) has its in-flight counts removed."""
 
     def __post_init__(self) -> None:
         if self.replica_cpus < 0:
             raise ValueError("cluster.replica_cpus: must be >= 0")
         if self.placement_timeout_s <= 0 or self.call_timeout_s <= 0:
             raise ValueError("cluster: placement_timeout_s and call_timeout_s must be > 0")
+        if self.sync_interval_s <= 0 or self.board_ttl_s <= self.sync_interval_s:
+            raise ValueError("cluster: sync_interval_s must be > 0 and board_ttl_s > it")
+        if self.role not in CLUSTER_ROLES:
+            raise ValueError(
+                f"cluster.role: {self.role!r} is not one of {', '.join(CLUSTER_ROLES)}"
+            )
+        if self.role == "gateway" and self.backend != "ray":
+            raise ValueError(
+                "cluster.role: gateway serves the deployments of a head on a Ray cluster; "
+                "it needs cluster.backend: ray (serve --ray ADDRESS --role gateway)"
+            )
 
 
 class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import uuid
 from typing import Any
 
 import ray
 
-from inference_runtime.actors import ActorRef, Props
+from inference_runtime.actors import ActorRef, ActorSystem, Props
 from inference_runtime.cluster.inventory import NodeInfo
 from inference_runtime.cluster.launcher import RunnerFactory, mailbox_capacity
 from inference_runtime.cluster.placement import Placement
 from inference_runtime.cluster.ray.host import EngineHost
 from inference_runtime.cluster.ray.inventory import nodes_from_ray
 from inference_runtime.cluster.ray.shell import RayReplicaActor
+from inference_runtime.cluster.ray.sync import BoardSyncActor
 from inference_runtime.config import ClusterConfig
 from inference_runtime.types import Deployment
 
@@ -77,6 +81,31 @@ class RayBackend:
         if self.host_class is None:
             raise RuntimeError("RayBackend.connect() first")
         return RayLauncher(self.config, self.host_class)
+
+    def spawn_sync(
+        self,
+        system: ActorSystem,
+        *,
+        coordinator: ActorRef,
+        manager: ActorRef | None,
+        metrics: ActorRef | None,
+    ) -> ActorRef:
+        """This runtime's link to the routing board (``/user/board``): the head's (with its
+        ``manager``) publishes the catalog and the replicas; a gateway's follows them."""
+        config = self.config
+        writer = f"{config.role}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        return system.actor_of(
+            Props(
+                lambda: BoardSyncActor(
+                    writer=writer,
+                    coordinator=coordinator,
+                    options=config,
+                    manager=manager,
+                    metrics=metrics,
+                )
+            ),
+            "board",
+        )
 
     def close(self) -> None:
         if self.owned and ray.is_initialized():

@@ -9,7 +9,8 @@ hands the engine's load reports to the head. The head's proxy (``shell.RayReplic
   steps produce them (pushed, never polled); it ends when every choice ended or was aborted;
 - ``abort``: stop a request (also when the abort overtakes its ``generate``);
 - ``embed`` / ``cancel_embed``: the same for embeddings (admission, then the vectors);
-- ``events``: a streaming generator of load reports and, if supervision gives up, ``Down``;
+- ``events``: a streaming generator of load reports and, if supervision gives up, ``Down``
+  (one per subscriber: every gateway's proxy of this replica has its own);
 - ``stats``, ``refresh_key``, ``node_id``, ``stop``.
 """
 
@@ -41,6 +42,7 @@ from inference_runtime.cluster.ray.wire import (
     FINISH,
     REFUSED,
     RESULT,
+    CallId,
     Down,
     encode_error,
 )
@@ -60,20 +62,15 @@ _ABORTED_KEPT = 4096
 _RIDE_ALONG_YIELDS = 3
 
 
-class _Relay:
-    """Load reports (the latest only) and the replica's fate, for the ``events`` stream."""
+class _Subscription:
+    """One ``events`` stream's pending items: the latest load only, and the replica's fate."""
 
-    def __init__(self) -> None:
-        self.load: EngineLoad | None = None
-        self.down: Down | None = None
+    def __init__(self, load: EngineLoad | None, down: Down | None) -> None:
+        self.load = load
+        self.down = down
         self.wake = asyncio.Event()
-
-    def put(self, item: EngineLoad | Down) -> None:
-        if isinstance(item, Down):
-            self.down = self.down or item
-        else:
-            self.load = item
-        self.wake.set()
+        if load is not None or down is not None:
+            self.wake.set()
 
     async def take(self) -> list[Any]:
         await self.wake.wait()
@@ -83,6 +80,34 @@ class _Relay:
         if self.down is not None:
             items.append(self.down)
         return items
+
+
+class _Relay:
+    """Load reports and the replica's fate, for every ``events`` stream: one per gateway that
+    routes to this replica. A new stream starts with the latest report (engines report on
+    change only, so a gateway that attaches to an idle replica would otherwise never hear)."""
+
+    def __init__(self) -> None:
+        self.load: EngineLoad | None = None
+        self.down: Down | None = None
+        self.subscribers: set[_Subscription] = set()
+
+    def subscribe(self) -> _Subscription:
+        subscription = _Subscription(self.load, self.down)
+        self.subscribers.add(subscription)
+        return subscription
+
+    def put(self, item: EngineLoad | Down) -> None:
+        if isinstance(item, Down):
+            self.down = self.down or item
+        else:
+            self.load = item
+        for subscription in self.subscribers:
+            if isinstance(item, Down):
+                subscription.down = subscription.down or item
+            else:
+                subscription.load = item
+            subscription.wake.set()
 
 
 class _CoordinatorStub(Actor):
@@ -157,8 +182,8 @@ class EngineHost:
         self.system: ActorSystem | None = None
         self.engine: ActorRef | None = None
         self.relay = _Relay()
-        self.calls: dict[int, tuple[str, _StreamSink]] = {}
-        self.aborted: OrderedDict[int, None] = OrderedDict()
+        self.calls: dict[CallId, tuple[str, _StreamSink]] = {}
+        self.aborted: OrderedDict[CallId, None] = OrderedDict()
 
     async def start(self) -> str:
         """Build the actor system and the engine (it loads its model in the background);
@@ -186,10 +211,10 @@ class EngineHost:
         return self.engine
 
     async def generate(
-        self, call_id: int, requests: tuple[EngineRequest, ...]
+        self, call_id: CallId, requests: tuple[EngineRequest, ...]
     ) -> AsyncIterator[Any]:
-        """``call_id``: unique per call from the proxy (a request id may come back in a later
-        attempt: its abort must not hit the retry)."""
+        """``call_id``: unique per call across the proxies of every gateway (a request id may
+        come back in a later attempt: its abort must not hit the retry)."""
         engine = self._engine()
         request_id = requests[0].request_id
         sink = _StreamSink(len(requests))
@@ -229,7 +254,7 @@ class EngineHost:
             if not done and not sink.closed:  # the stream was cancelled from the head
                 engine.tell(AbortRequest(request_id))
 
-    async def abort(self, call_id: int) -> None:
+    async def abort(self, call_id: CallId) -> None:
         entry = self.calls.pop(call_id, None)
         if entry is None:  # it overtook its generate (or that one ended already)
             self.aborted[call_id] = None
@@ -264,11 +289,20 @@ class EngineHost:
         self._engine().tell(CancelEmbed(request_id))
 
     async def events(self) -> AsyncIterator[list[Any]]:
-        while True:
-            items = await self.relay.take()
-            yield items
-            if any(isinstance(item, Down) for item in items):
-                return
+        subscription = self.relay.subscribe()
+        try:
+            while True:
+                items = await subscription.take()
+                yield items
+                if any(isinstance(item, Down) for item in items):
+                    return
+        finally:
+            self.relay.subscribers.discard(subscription)
+
+    async def subscribers(self) -> int:
+        """How many ``events`` streams are open (one per proxy: the head's and each
+        gateway's); a stopped gateway's goes away."""
+        return len(self.relay.subscribers)
 
     async def stats(self) -> EngineStatistics:
         stats: EngineStatistics = await self._engine().ask(GetEngineStats())

@@ -15,6 +15,11 @@ in it. Losing the host (its process crashed, its node left the cluster) or the e
 retryable ``ReplicaFailed`` (retried elsewhere before their first token), the parent gets
 ``ReplicaDown`` and re-places the replica. Stopping the proxy kills the host and removes the
 placement group.
+
+A gateway-only runtime (``cluster.role: gateway``) runs one of these per replica too, attached by
+name to the host the head started (``attach=``): it sends requests and reads load reports as the
+head's proxy does, but neither starts nor stops the host (it only cancels its own ``events``
+stream).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from inference_runtime.actors import Actor, ActorRef, Deferred
+from inference_runtime.cluster.messages import ReplicaHost
 from inference_runtime.cluster.placement import Placement
 from inference_runtime.cluster.ray.wire import (
     ADMITTED,
@@ -38,6 +44,7 @@ from inference_runtime.cluster.ray.wire import (
     FINISH,
     REFUSED,
     RESULT,
+    CallId,
     Down,
     actor_lost,
     decode_error,
@@ -80,7 +87,7 @@ class _Call:
     __slots__ = ("call_id", "open", "prompt_tokens", "request_id", "sink", "task", "tokens")
 
     def __init__(
-        self, call_id: int, requests: tuple[EngineRequest, ...], sink: Any, prompt_tokens: int
+        self, call_id: CallId, requests: tuple[EngineRequest, ...], sink: Any, prompt_tokens: int
     ) -> None:
         self.call_id = call_id
         self.request_id = requests[0].request_id
@@ -117,24 +124,32 @@ class RayReplicaActor(Actor):
         coordinator: ActorRef | None,
         options: ClusterConfig,
         host_class: Any,
+        attach: str | None = None,
     ) -> None:
+        """``attach``: the name of a running host actor to use (a gateway's proxy of a replica
+        the head placed); this proxy then neither starts nor stops the host."""
         self.deployment = deployment
         self.replica_id = replica_id
         self.placement = placement
         self.coordinator = coordinator
         self.options = options
         self.host_class = host_class
+        self.attach = attach
         self.state = ReplicaState.STARTING
         self.reason: str | None = None
         self.failed = False
         self.stopping = False
         self.handle: Any = None
+        self.handle_name = ""
+        self.events: Any = None
+        """The host's ``events`` stream for this proxy (cancelled when an attached one stops)."""
         self.ready = False
         self.group: Any = None
         self.node_id: str | None = None
         self.calls: dict[str, _Call] = {}
         self.admitting: dict[str, list[Any]] = {}
         """Requests sent to the host and not admitted yet: [call id, whether an abort came]."""
+        self.token = uuid.uuid4().hex[:12]
         self.call_ids = itertools.count()
         self.embeds: dict[str, tuple[asyncio.Task[None], asyncio.Future[EmbeddingResult]]] = {}
         self.tasks: set[asyncio.Task[None]] = set()
@@ -152,6 +167,9 @@ class RayReplicaActor(Actor):
         return task
 
     async def _launch(self) -> None:
+        if self.attach is not None:
+            await self._attach(self.attach)
+            return
         dep, opts = self.deployment, self.options
         bundle: dict[str, float] = {}
         if opts.replica_cpus > 0:
@@ -173,8 +191,9 @@ class RayReplicaActor(Actor):
                     f"{opts.placement_timeout_s:g} s"
                 ) from None
             device = Placement("", tuple(range(dep.gpus))).device
+            self.handle_name = f"{ACTOR_PREFIX}{self.replica_id}:{uuid.uuid4().hex[:8]}"
             self.handle = self.host_class.options(
-                name=f"{ACTOR_PREFIX}{self.replica_id}:{uuid.uuid4().hex[:8]}",
+                name=self.handle_name,
                 num_cpus=bundle.get("CPU", 0.0),
                 num_gpus=dep.gpus,
                 max_restarts=0,
@@ -199,13 +218,27 @@ class RayReplicaActor(Actor):
                 target,
                 node_id,
             )
+        if self.coordinator is not None:  # the other gateways reach the engine by this name
+            self.coordinator.tell(
+                ReplicaHost(dep.name, self.replica_id, self.handle_name),
+                sender=self.context.self_ref,
+            )
+        self._spawn(self._watch(), "watch")
+
+    async def _attach(self, name: str) -> None:
+        try:
+            self.handle = ray.get_actor(name)
+        except Exception as error:  # gone already: the head places it again
+            self._fail(f"its Ray actor {name} was not found: {describe(error)}")
+            return
+        self.handle_name, self.ready = name, True
         self._spawn(self._watch(), "watch")
 
     async def _watch(self) -> None:
         """The host's load reports, then its end: ``Down`` (supervision gave up) or an error
         (the actor or its node is gone)."""
         try:
-            stream = self.handle.events.remote()
+            stream = self.events = self.handle.events.remote()
             while True:
                 try:
                     items = await _next(stream)
@@ -230,6 +263,12 @@ class RayReplicaActor(Actor):
         if not self.failed:
             self.state, self.reason = ReplicaState.FAILED, self.reason or "stopped"
             self._report(self._load())
+        if self.attach is not None:  # the head's replica: the head stops it; ours is the stream
+            with contextlib.suppress(Exception):
+                if self.events is not None:
+                    ray.cancel(self.events)
+            self.handle = self.events = None
+            return
         try:
             if self.handle is not None:
                 ray.kill(self.handle, no_restart=True)
@@ -330,12 +369,12 @@ class RayReplicaActor(Actor):
         """Send the request now; answer when the host admitted it (one round trip), while
         this actor goes on with the next messages: admissions to one replica overlap."""
         requests = message.requests
-        call_id = next(self.call_ids)
+        call_id = (self.token, next(self.call_ids))
         stream = self._host().generate.remote(call_id, requests)
         self.admitting[requests[0].request_id] = [call_id, False]
         return Deferred(self._admitted(message, call_id, stream))
 
-    async def _admitted(self, message: AddRequest, call_id: int, stream: Any) -> Admitted:
+    async def _admitted(self, message: AddRequest, call_id: CallId, stream: Any) -> Admitted:
         request_id = message.requests[0].request_id
         try:
             first = await self._call(_next(stream))

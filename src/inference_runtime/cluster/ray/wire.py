@@ -27,6 +27,9 @@ CHUNK, FINISH, ERROR = 0, 1, 2
 RESULT, FAILED = "result", "failed"
 
 EncodedError = tuple[str, str, str, dict[str, Any]]
+CallId = tuple[str, int]
+"""A generation call on a host: (the calling proxy's token, its counter): unique across the
+proxies of every gateway that sends to the host."""
 _PLAIN = (str, int, float, bool, type(None))
 
 
@@ -93,6 +96,7 @@ __all__ = [
     "FINISH",
     "REFUSED",
     "RESULT",
+    "CallId",
     "Down",
     "EncodedError",
     "actor_lost",

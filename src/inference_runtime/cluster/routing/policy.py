@@ -20,7 +20,9 @@ class ReplicaEntry:
 
     ``in_flight`` is the coordinator's exact count (incremented when a route is handed out,
     decremented on release), so policies decide on fresh numbers even between engine reports;
-    ``waiting`` and ``running`` are the engine's last report. Mutable and slotted because the
+    ``waiting`` and ``running`` are the engine's last report. With several gateways
+    (``cluster.shared_table``), ``in_flight`` also holds ``others``: the requests the other
+    gateways count on this replica, as they last published them. Mutable and slotted because the
     table updates these fields on every request.
     """
 
@@ -29,6 +31,7 @@ class ReplicaEntry:
         "engine",
         "in_flight",
         "max_concurrent",
+        "others",
         "reason",
         "replica_id",
         "routed_total",
@@ -61,6 +64,7 @@ class ReplicaEntry:
         self.context_restarts = context_restarts
         self.routed_total = routed_total
         self.reason = reason
+        self.others = 0
 
     @property
     def overloaded(self) -> bool:
