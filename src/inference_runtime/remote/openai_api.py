@@ -155,17 +155,21 @@ class OpenAIStream:
 
     def _feed_payloads(self, payloads: list[bytes]) -> list[TokenChunk]:
         out: list[TokenChunk] = []
+        append = out.append
         word = self._word
+        if word is not None:  # the template's parts, out of the per-token loop
+            head, tail, choice = word
+            start, end, rid = len(head), -len(tail) or None, self.request_id
         for data in payloads:
-            if word is not None and data.startswith(word.head) and data.endswith(word.tail):
+            if word is not None and data.startswith(head) and data.endswith(tail):
                 # a word frame: the learned bytes around one JSON string, the text
                 try:
-                    text = _decode_text(data[len(word.head) : len(data) - len(word.tail)])
+                    text = _decode_text(data[start:end])
                 except msgspec.DecodeError:
                     pass  # not one string after all: decoded in full below
                 else:
                     if text:
-                        out.append(TokenChunk(self.request_id, word.choice, text))
+                        append(TokenChunk(rid, choice, text))
                     continue
             if not data or data[0] != 0x7B:  # not "{": [DONE], blank, or padded with spaces
                 data = data.strip()
@@ -182,6 +186,9 @@ class OpenAIStream:
             else:
                 if word is None:
                     word = self._word = _learn_word(data, typed, self.indexes)
+                    if word is not None:
+                        head, tail, choice = word
+                        start, end, rid = len(head), -len(tail) or None, self.request_id
             self._frame(frame, out)
         self.chunks_out += len(out)
         return out

@@ -152,12 +152,14 @@ class SSEParser:
             cut = data.rfind(b"\n\n")
             if 0 <= cut <= self.max_event_bytes:
                 head = data[:cut]
-                if head.startswith(b"data: ") and head.count(b"\n") == 2 * head.count(_NEXT):
-                    payloads = head[6:].split(_NEXT)  # every line is a "data: " line
-                    rest = data[cut + 2 :]
-                    if rest:
-                        payloads += [event.data for event in self.feed(rest)]
-                    return payloads
+                if head.startswith(b"data: "):
+                    payloads = head[6:].split(_NEXT)
+                    # every line a "data: " line: each newline is in one of the separators
+                    if head.count(b"\n") == 2 * (len(payloads) - 1):
+                        rest = data[cut + 2 :]
+                        if rest:
+                            payloads += [event.data for event in self.feed(rest)]
+                        return payloads
         return [event.data for event in self.feed(data)]
 
     def flush(self) -> list[SSEEvent]:
