@@ -9,6 +9,7 @@ first delta carries the role, the last its ``finish_reason``; with
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -181,11 +182,15 @@ def completion_body(
     usage: Usage,
 ) -> bytes:
     """The single JSON body of a non-streamed response."""
-    by_index: dict[int, list[TokenChunk]] = {i: [] for i in range(choices)}
-    for chunk in chunks:
-        by_index.setdefault(chunk.index, []).append(chunk)
+    if choices == 1 and all(c.index == 0 for c in chunks):
+        groups: Iterable[tuple[int, list[TokenChunk]]] = ((0, chunks),)  # the common case
+    else:
+        by_index: dict[int, list[TokenChunk]] = {i: [] for i in range(choices)}
+        for chunk in chunks:
+            by_index.setdefault(chunk.index, []).append(chunk)
+        groups = sorted(by_index.items())
     out = []
-    for index, parts in sorted(by_index.items()):
+    for index, parts in groups:
         text = "".join(c.text for c in parts)
         finish = next((c.finish_reason for c in reversed(parts) if c.finish_reason), None)
         logprobs = _logprobs(parts, chat=chat)
