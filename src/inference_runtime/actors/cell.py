@@ -192,19 +192,28 @@ class ActorCell:
         try:
             result = self.receive_fn(message)  # type: ignore[misc]
         except Exception as error:
-            if reply is not None and not reply.done():
-                reply.set_exception(error)
-            if isinstance(error, self.replied_errors):
-                if reply is None:
-                    log.warning("%s: %r raised from a tell; dropped", self.path, error)
-                return
-            self.failures += 1
-            # supervision runs in the actor's own task; until then the actor is not idle
-            self._post_system("failed_direct", error, message)
+            if self._is_failure(error, reply):
+                # supervision runs in the actor's own task; until then the actor is not idle
+                self._post_system("failed_direct", error, message)
             return
         finally:
             self.current_sender = None
             self.direct_busy = False
+        self._answer(result, reply)
+
+    def _is_failure(self, error: Exception, reply: asyncio.Future[Any] | None) -> bool:
+        """Fail the ask with ``error``; True when it is a failure for supervision (counted),
+        False when it is one of the actor's replied errors (only an answer)."""
+        if reply is not None and not reply.done():
+            reply.set_exception(error)
+        if isinstance(error, self.replied_errors):
+            if reply is None:
+                log.warning("%s: %r raised from a tell; dropped", self.path, error)
+            return False
+        self.failures += 1
+        return True
+
+    def _answer(self, result: object, reply: asyncio.Future[Any] | None) -> None:
         if isinstance(result, Deferred):
             self._defer(result, reply)
         elif reply is not None and not reply.done():
@@ -271,22 +280,12 @@ class ActorCell:
                     reply.set_exception(ActorStopped(self.path))
                 raise
             except Exception as error:
-                if reply is not None and not reply.done():
-                    reply.set_exception(error)
-                if isinstance(error, self.replied_errors):
-                    if reply is None:
-                        log.warning("%s: %r raised from a tell; dropped", self.path, error)
-                    continue
-                self.failures += 1
-                await self._handle_failure(error, message)
+                if self._is_failure(error, reply):
+                    await self._handle_failure(error, message)
                 continue
             finally:
                 self.current_sender = None
-            if isinstance(result, Deferred):
-                self._defer(result, reply)
-            elif reply is not None and not reply.done():
-                reply.set_result(result)
-            self.processed += 1
+            self._answer(result, reply)
 
     def _defer(self, deferred: Deferred, reply: asyncio.Future[Any] | None) -> None:
         task = self.loop.create_task(self._settle(deferred, reply), name=f"{self.path}:deferred")
