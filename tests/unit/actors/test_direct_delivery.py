@@ -47,13 +47,6 @@ async def settle(rounds: int = 5) -> None:
         await asyncio.sleep(0)
 
 
-@pytest.fixture
-async def system() -> Any:
-    system = ActorSystem.create("direct")
-    yield system
-    await system.shutdown()
-
-
 async def idle(system: ActorSystem, props: Props) -> ActorRef:
     ref = system.actor_of(props)
     await settle()  # started and parked on its empty mailbox

@@ -50,13 +50,6 @@ async def settle(rounds: int = 5) -> None:
         await asyncio.sleep(0)
 
 
-@pytest.fixture
-async def system() -> Any:
-    system = ActorSystem.create("test")
-    yield system
-    await system.shutdown()
-
-
 async def test_create_needs_running_loop() -> None:
     def make() -> ActorSystem:
         return ActorSystem.create("x")
