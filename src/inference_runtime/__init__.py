@@ -10,7 +10,7 @@ from inference_runtime.cluster import (
 )
 from inference_runtime.config import GatewayConfig, RuntimeConfig, load_config
 from inference_runtime.engine import ContextActor, EngineCoreActor, WorkerActor
-from inference_runtime.gateway import ApiGatewayActor, RequestActor, spawn_gateway
+from inference_runtime.gateway import ApiGatewayActor, RequestFlow, spawn_gateway
 from inference_runtime.metrics import MetricsActor
 from inference_runtime.runtime import Runtime
 from inference_runtime.types import Deployment
@@ -28,7 +28,7 @@ __all__ = [
     "GatewayConfig",
     "MetricsActor",
     "Props",
-    "RequestActor",
+    "RequestFlow",
     "Runtime",
     "RuntimeConfig",
     "WorkerActor",

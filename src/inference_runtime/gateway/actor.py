@@ -46,7 +46,6 @@ class ApiGatewayActor(Actor):
         self.server = GatewayServer(
             config=self.config,
             system=system,
-            spawn=self.context.spawn,
             coordinator=self.coordinator,
             metrics=metrics,
             manager=manager,

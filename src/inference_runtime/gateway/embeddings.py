@@ -1,6 +1,6 @@
 """``POST /v1/embeddings``: OpenAI's embeddings endpoint over an ``EmbeddingEngineActor``.
 
-One ask admits a request and one future brings its vectors, so no RequestActor is needed: the
+One ask admits a request and one future brings its vectors, so no RequestFlow is needed: the
 handler routes, asks, awaits and releases itself. Whatever happens (an error, a retry, the client
 going away and the handler being cancelled) the lease goes back to the coordinator and a queued
 request is dropped from the engine, and the request is metered once.
@@ -38,7 +38,7 @@ from inference_runtime.errors import (
     RequestError,
 )
 from inference_runtime.gateway.leases import acquire_lease, tell_reliably
-from inference_runtime.gateway.request_actor import MAX_ATTEMPTS
+from inference_runtime.gateway.request_flow import MAX_ATTEMPTS
 from inference_runtime.metrics import RequestRecord, ReserveBudget
 from inference_runtime.types import Deployment
 

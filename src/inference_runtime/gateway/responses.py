@@ -82,6 +82,16 @@ class StreamEncoder:
         out: list[bytes] = []
         append, started, around = out.append, self._started, self._around
         for chunk in chunks:
+            words = chunk.words
+            if words is not None:  # words still encoded: our bytes around the upstream's strings
+                if chunk.index in started or not self._chat:
+                    parts = around.get(chunk.index) or self._around_text(chunk.index)
+                    append(parts[0])
+                    append((parts[1] + parts[0]).join(words.encoded))
+                    append(parts[1])
+                else:  # a choice's first words: the role goes with the first
+                    append(self.frames(chunk.expanded()))
+                continue
             text = chunk.text
             if (
                 text
@@ -182,6 +192,8 @@ def completion_body(
     usage: Usage,
 ) -> bytes:
     """The single JSON body of a non-streamed response."""
+    if any(c.words is not None for c in chunks):
+        chunks = [part for chunk in chunks for part in chunk.expanded()]
     if choices == 1 and all(c.index == 0 for c in chunks):
         groups: Iterable[tuple[int, list[TokenChunk]]] = ((0, chunks),)  # the common case
     else:

@@ -1,8 +1,9 @@
 """The HTTP side of the gateway (aiohttp): OpenAI's routes, health, metrics, OpenAPI.
 
-Each completion request gets its own ``RequestActor``; the handler only parses, validates,
-spawns, and writes what the request's stream yields. A client that goes away (the handler is
-cancelled, or a write fails) stops the actor, which aborts the sequences in the engine.
+A completion request is parsed and validated here, then driven by a ``RequestFlow`` in the
+handler's own task, which writes what the request's stream yields. A client that goes away (the
+handler is cancelled, or a write fails) closes the flow, which aborts the sequences in the
+engine.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from inference_runtime.actors import ActorRef, ActorSystem, Props
+from inference_runtime.actors import ActorRef, ActorSystem
 from inference_runtime.cluster import GetDeploymentStatus, GetRoutingTable, RoutingTableSnapshot
 from inference_runtime.config import AuthConfig, GatewayConfig
 from inference_runtime.errors import (
@@ -26,6 +27,7 @@ from inference_runtime.errors import (
     NotFound,
     RequestError,
     RequestTooLarge,
+    Unavailable,
 )
 from inference_runtime.gateway import schema
 from inference_runtime.gateway.admin import AdminRoutes
@@ -34,7 +36,7 @@ from inference_runtime.gateway.embeddings import create_embeddings
 from inference_runtime.gateway.errors import error_body, to_http
 from inference_runtime.gateway.limits import apply_limits
 from inference_runtime.gateway.openapi import OPENAPI
-from inference_runtime.gateway.request_actor import RequestActor, RequestJob
+from inference_runtime.gateway.request_flow import RequestFlow, RequestJob
 from inference_runtime.gateway.responses import DONE, StreamEncoder, completion_body, error_frame
 from inference_runtime.gateway.stream import ResponseStream
 from inference_runtime.metrics import (
@@ -48,7 +50,6 @@ from inference_runtime.remote import core as remote_core
 from inference_runtime.types import Deployment, EngineRequest, ReplicaState
 
 log = logging.getLogger("inference_runtime.gateway")
-Spawn = Callable[[Props], ActorRef]
 _SSE_HEADERS = {
     "Content-Type": "text/event-stream",
     "Cache-Control": "no-cache",
@@ -120,7 +121,6 @@ class GatewayServer:
         *,
         config: GatewayConfig,
         system: ActorSystem,
-        spawn: Spawn,
         coordinator: ActorRef,
         metrics: ActorRef | None,
         manager: ActorRef | None = None,
@@ -133,12 +133,13 @@ class GatewayServer:
         )
         self.admin = AdminRoutes(manager=manager, placement=placement)
         self.system = system
-        self.spawn = spawn
         self.coordinator = coordinator
         self.metrics = metrics
         self.catalog: Mapping[str, Deployment] = {}
         self.created: dict[str, int] = {}
         self.in_flight = 0
+        self.flows: set[RequestFlow] = set()
+        """The completion requests in flight, to end them if the gateway stops."""
         self._idle = asyncio.Event()
         self._idle.set()
         self._runner: web.AppRunner | None = None
@@ -187,6 +188,8 @@ class GatewayServer:
             log.warning("drain timed out with %d requests in flight", self.in_flight)
 
     async def close(self) -> None:
+        for flow in list(self.flows):  # their handlers answer an error, then return
+            flow.stop(Unavailable("the gateway is stopping"))
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -277,23 +280,18 @@ class GatewayServer:
     ) -> web.StreamResponse:
         stream = ResponseStream(wake_each_chunk=req.stream)
         job = RequestJob(rid, deployment, groups, stream, self.catalog.get, session)
-        coordinator, metrics = self.coordinator, self.metrics
-        actor = self.spawn(
-            Props(
-                lambda: RequestActor(job, coordinator=coordinator, metrics=metrics),
-                mailbox_capacity=8 + 2 * job.choices,
-            )
-        )
-        self._enter()
+        flow = RequestFlow(job, coordinator=self.coordinator, metrics=self.metrics)
+        self._enter(flow)
         try:
+            await flow.start()
             if req.stream:
                 include_usage = bool(req.stream_options and req.stream_options.include_usage)
                 encoder = StreamEncoder(
                     response_id=rid, model=req.model, chat=chat, include_usage=include_usage
                 )
-                return await self._write_stream(request, stream, encoder)
+                return await self._write_stream(request, flow, encoder)
             chunks = []
-            while batch := await stream.next_batch():
+            while batch := await flow.next_batch():
                 chunks.extend(batch)
             if stream.error is not None or stream.usage is None:
                 return _error(stream.error or RuntimeError("stream ended without usage"))
@@ -309,12 +307,11 @@ class GatewayServer:
                 body=body, content_type="application/json", headers=_replica(stream)
             )
         finally:
-            if not stream.ended:
-                actor.stop()  # the client went away: abort, and meter what was produced
-            self._exit()
+            flow.close()  # ended: release and meter; else (the client went away) abort too
+            self._exit(flow)
 
     async def embeddings(self, request: web.Request) -> web.Response:
-        self._enter()  # counted, so that a drain waits for it
+        self._enter(None)  # counted, so that a drain waits for it
         try:
             return await create_embeddings(
                 await self._body(request),
@@ -323,12 +320,13 @@ class GatewayServer:
                 metrics=self.metrics,
             )
         finally:
-            self._exit()
+            self._exit(None)
 
     async def _write_stream(
-        self, request: web.Request, stream: ResponseStream, encoder: StreamEncoder
+        self, request: web.Request, flow: RequestFlow, encoder: StreamEncoder
     ) -> web.StreamResponse:
-        batch = await stream.next_batch()
+        stream = flow.job.stream
+        batch = await flow.next_batch()
         if not batch and stream.error is not None:
             return _error(stream.error)  # nothing sent yet: a real HTTP status
         response = web.StreamResponse(headers={**_SSE_HEADERS, **_replica(stream)})
@@ -341,7 +339,7 @@ class GatewayServer:
             if frames:
                 await response.write(frames)
                 frames = b""
-            batch = await stream.next_batch()
+            batch = await flow.next_batch()
         if stream.error is not None:
             frames += error_frame(to_http(stream.error).body)
         elif stream.usage is not None:
@@ -367,14 +365,18 @@ class GatewayServer:
             raise ModelNotFound(model)
         return deployment
 
-    def _enter(self) -> None:
+    def _enter(self, flow: RequestFlow | None) -> None:
         self.in_flight += 1
         self._idle.clear()
+        if flow is not None:
+            self.flows.add(flow)
 
-    def _exit(self) -> None:
+    def _exit(self, flow: RequestFlow | None) -> None:
         self.in_flight -= 1
         if self.in_flight == 0:
             self._idle.set()
+        if flow is not None:
+            self.flows.discard(flow)
 
     # -- models, health, metrics, openapi ------------------------------------------------
 

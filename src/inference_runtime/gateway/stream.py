@@ -13,6 +13,7 @@ from inference_runtime.types import TokenChunk, Usage
 
 class ResponseStream:
     __slots__ = (
+        "_interrupted",
         "_loop",
         "_queue",
         "_waiter",
@@ -30,6 +31,7 @@ class ResponseStream:
         self._loop = asyncio.get_running_loop()
         self._queue: list[TokenChunk] = []
         self._waiter: asyncio.Future[None] | None = None
+        self._interrupted = False
         self.emitted = 0
         """Chunks handed to the client side so far (0: a retry is still invisible)."""
         self.ended = False
@@ -65,6 +67,12 @@ class ResponseStream:
             self.ended, self.error = True, error
             self._wake()
 
+    def interrupt(self) -> None:
+        """Wake the reader without a chunk: ``next_batch`` returns what it has, maybe nothing,
+        though the stream has not ended (its owner has something to handle first)."""
+        self._interrupted = True
+        self._wake()
+
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -72,13 +80,16 @@ class ResponseStream:
 
     async def next_batch(self) -> list[TokenChunk]:
         """Everything queued now, waiting for at least one chunk or the end (only the end,
-        without ``wake_each_chunk``). An empty list means the stream has ended (see ``usage``
-        / ``error``)."""
-        while not (self._queue and self.wake_each_chunk) and not self.ended:
+        without ``wake_each_chunk``), or an ``interrupt``. An empty list means the stream has
+        ended (see ``usage`` / ``error``) or was interrupted."""
+        while (
+            not (self._queue and self.wake_each_chunk) and not self.ended and not self._interrupted
+        ):
             self._waiter = self._loop.create_future()
             try:
                 await self._waiter
             finally:
                 self._waiter = None
+        self._interrupted = False
         batch, self._queue = self._queue, []
         return batch

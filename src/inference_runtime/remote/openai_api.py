@@ -21,7 +21,7 @@ import msgspec
 from inference_runtime.errors import UpstreamError
 from inference_runtime.remote.config import RemoteConfig
 from inference_runtime.remote.sse import SSEEvent, SSEParser
-from inference_runtime.types import EngineRequest, Secret, TokenChunk, Usage
+from inference_runtime.types import EngineRequest, Secret, TokenChunk, Usage, WordRun
 
 _encode = msgspec.json.Encoder().encode
 _OURS = ("role", "content")
@@ -160,9 +160,20 @@ class OpenAIStream:
         if word is not None:  # the template's parts, out of the per-token loop
             head, tail, choice = word
             start, end, rid = len(head), -len(tail) or None, self.request_id
-        for data in payloads:
+        at, size, more, runs = 0, len(payloads), 0, True
+        while at < size:
+            data = payloads[at]
+            at += 1
             if word is not None and data.startswith(head) and data.endswith(tail):
                 # a word frame: the learned bytes around one JSON string, the text
+                if runs and at < size and payloads[at].startswith(head):  # more may follow
+                    run = self._word_run(payloads, at - 1, word)
+                    if run is not None:
+                        append(run)
+                        at += run.num_tokens - 1
+                        more += run.num_tokens - 1  # tokens beyond one a chunk
+                        continue
+                    runs = False  # one failed try a read: never quadratic in its frames
                 try:
                     text = _decode_text(data[start:end])
                 except msgspec.DecodeError:
@@ -190,8 +201,29 @@ class OpenAIStream:
                         head, tail, choice = word
                         start, end, rid = len(head), -len(tail) or None, self.request_id
             self._frame(frame, out)
-        self.chunks_out += len(out)
+        self.chunks_out += len(out) + more
         return out
+
+    def _word_run(self, payloads: list[bytes], at: int, word: _WordTemplate) -> TokenChunk | None:
+        """The word frames from ``at`` on, as one chunk (a ``WordRun``), when there are two or
+        more: the frames are matched against the template in one pass, and their strings
+        are proven to be JSON strings, and not empty, by decoding them all at once. None
+        when that fails (a frame that only looks like a word frame, an empty word)."""
+        head, tail = word.head, word.tail
+        rest = payloads[at:] if at else payloads
+        matched = [p.startswith(head) and p.endswith(tail) for p in rest]
+        count = matched.index(False) if False in matched else len(matched)
+        if count < 2:
+            return None
+        start, end = len(head), -len(tail) or None
+        encoded = [p[start:end] for p in rest[:count]]
+        try:
+            texts = _decode_texts(b"[" + b",".join(encoded) + b"]")
+        except msgspec.DecodeError:
+            return None  # not one string each: frame by frame
+        if len(texts) != count or "" in texts:
+            return None
+        return TokenChunk(self.request_id, word.choice, "", words=WordRun(encoded, texts))
 
     def feed_body(self, body: bytes) -> list[TokenChunk]:
         """The chunks of a whole (non-streamed) reply: one per choice, with all its text."""
@@ -250,6 +282,7 @@ class OpenAIStream:
 
 
 _decode_text = msgspec.json.Decoder(str).decode
+_decode_texts = msgspec.json.Decoder(list[str]).decode
 _PROBE = "\x00probe\u2028"
 """Put in a learned template's slot, it must come back as the delta's content, nothing else."""
 

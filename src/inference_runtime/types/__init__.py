@@ -1,6 +1,6 @@
 """Plain data shared by every layer: deployments, requests, token chunks, usage."""
 
-from inference_runtime.types.chunks import TokenChunk, Usage
+from inference_runtime.types.chunks import TokenChunk, Usage, WordRun
 from inference_runtime.types.deployment import (
     RUNTIMES,
     Budget,
@@ -26,4 +26,5 @@ __all__ = [
     "ServingConfig",
     "TokenChunk",
     "Usage",
+    "WordRun",
 ]

@@ -7,6 +7,19 @@ from typing import Any
 import msgspec
 
 
+class WordRun(msgspec.Struct, frozen=True, gc=False):
+    """Consecutive streamed words of one choice, each still the JSON string the upstream
+    encoded (quotes included) beside its decoded text: a gateway re-emits the run by putting
+    its own bytes around each string, with no object per word."""
+
+    encoded: list[bytes]
+    texts: list[str]
+
+    @property
+    def count(self) -> int:
+        return len(self.texts)
+
+
 class TokenChunk(msgspec.Struct, frozen=True, gc=False):
     """New text of one choice of one request, produced by one engine step.
 
@@ -26,13 +39,25 @@ class TokenChunk(msgspec.Struct, frozen=True, gc=False):
     extra: dict[str, Any] | None = None
     """Delta fields besides the text that a remote provider sent (``tool_calls``, ``refusal``,
     ...), passed on to the client as they came."""
+    words: WordRun | None = None
+    """Several words of a remote stream still encoded (``text`` is then empty); see
+    ``expanded``."""
 
     @property
     def num_tokens(self) -> int:
-        """Tokens this chunk stands for: its ids, or (a remote delta, which has none) one."""
+        """Tokens this chunk stands for: its ids, its words, or (a remote delta, which has
+        none) one."""
         if self.token_ids:
             return len(self.token_ids)
+        if self.words is not None:
+            return self.words.count
         return 1 if (self.text or self.extra) else 0
+
+    def expanded(self) -> list[TokenChunk]:
+        """This chunk as one chunk per word (itself, unless it is a ``WordRun``)."""
+        if self.words is None:
+            return [self]
+        return [TokenChunk(self.request_id, self.index, text) for text in self.words.texts]
 
 
 class Usage(msgspec.Struct, frozen=True, gc=False):

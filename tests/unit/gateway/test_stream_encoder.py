@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import msgspec
@@ -10,7 +11,7 @@ import pytest
 
 from inference_runtime.gateway.responses import StreamEncoder, _logprobs
 from inference_runtime.gateway.stream import ResponseStream
-from inference_runtime.types import TokenChunk, Usage
+from inference_runtime.types import TokenChunk, Usage, WordRun
 
 _encode = msgspec.json.Encoder().encode
 
@@ -70,6 +71,34 @@ def test_spliced_frames_are_the_encoded_dicts(chat: bool, include_usage: bool) -
     assert bool(usage) is include_usage
 
 
+def _run(index: int, words: list[str], *, escaped: bool = False) -> TokenChunk:
+    encoded = [
+        (json.dumps(w) if escaped else msgspec.json.encode(w).decode()).encode() for w in words
+    ]
+    return TokenChunk("r", index, "", words=WordRun(encoded, words))
+
+
+@pytest.mark.parametrize("chat", [True, False])
+@pytest.mark.parametrize("escaped", [True, False])
+def test_a_word_run_gives_the_frames_of_its_words(chat: bool, escaped: bool) -> None:
+    words = ['He said "hi"', " \u00e9\U0001f600", "\n\\", " x"]
+    batches = [
+        [_run(0, words[:2], escaped=escaped)],  # a choice's first words: the role goes first
+        [TokenChunk("r", 1, "y"), _run(0, words, escaped=escaped), _run(1, words[1:])],
+        [TokenChunk("r", 0, "", finish_reason="stop")],
+    ]
+    encoder = StreamEncoder(response_id="c", model="m", chat=chat, include_usage=True)
+    got = b"".join(encoder.frames(batch) for batch in batches)
+    one_by_one = [part for batch in batches for chunk in batch for part in chunk.expanded()]
+    expected = as_dicts(dict(encoder._base), chat, True, one_by_one)
+    if escaped:  # the upstream's own escapes pass through: the same JSON, other bytes
+        assert [json.loads(f[6:]) for f in got.split(b"\n\n")[:-1]] == [
+            json.loads(f[6:]) for f in expected.split(b"\n\n")[:-1]
+        ]
+    else:
+        assert got == expected
+
+
 async def test_a_batch_wakes_the_reader_once() -> None:
     stream = ResponseStream()
     woke = 0
@@ -109,15 +138,15 @@ async def test_a_whole_response_reader_wakes_only_at_the_end() -> None:
     assert await stream.next_batch() == [] and isinstance(stream.error, RuntimeError)
 
 
-async def test_request_actor_counts_a_batch_once() -> None:
-    from inference_runtime.gateway.request_actor import RequestActor, RequestJob
+async def test_request_flow_counts_a_batch_once() -> None:
+    from inference_runtime.gateway.request_flow import RequestFlow, RequestJob
     from inference_runtime.types import Deployment, EngineRequest
 
     deployment = Deployment.from_dict({"name": "d", "runtime": "fake"})
     stream = ResponseStream()
     request = EngineRequest(request_id="r", deployment="d")
     job = RequestJob("r", deployment, [(request, request)], stream, lambda name: None)
-    actor = RequestActor(job, coordinator=None, metrics=None)  # type: ignore[arg-type]
+    actor = RequestFlow(job, coordinator=None, metrics=None)  # type: ignore[arg-type]
     clock = iter([1.0, 1.5, 2.5])
     actor.now = lambda: next(clock)
     words = [TokenChunk("r", i % 2, "w") for i in range(6)]  # 3 tokens of each choice
@@ -129,3 +158,21 @@ async def test_request_actor_counts_a_batch_once() -> None:
     # choice 0's gaps: two within the first batch (together: 0), then 0.5 and 1.0 between reads
     assert actor.itl == [0.0, 0.0, 0.5, 1.0]
     assert stream.emitted == 9
+
+
+def test_a_whole_body_reads_word_runs_as_their_words() -> None:
+    from inference_runtime.gateway.responses import completion_body
+
+    words = ["a", " b\u00e9", ' "c"']
+    chunks = [_run(0, words), TokenChunk("r", 0, "", finish_reason="stop")]
+    plain = [TokenChunk("r", 0, w) for w in words] + chunks[1:]
+    usage = Usage(prompt_tokens=1, completion_tokens=3)
+    body = completion_body(
+        response_id="c", model="m", chat=True, chunks=chunks, choices=1, usage=usage
+    )
+    whole = json.loads(body)
+    assert whole["choices"][0]["message"]["content"] == 'a b\u00e9 "c"'
+    again = completion_body(
+        response_id="c", model="m", chat=True, chunks=plain, choices=1, usage=usage
+    )
+    assert {**json.loads(again), "created": 0} == {**whole, "created": 0}

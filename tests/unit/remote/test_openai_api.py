@@ -214,8 +214,35 @@ def test_word_template_gives_the_chunks_of_a_full_decode(
         without._word = None
         expected += without._feed_payloads([data])
         without._word = None
-    assert got == expected
+    # runs of words come as one chunk each (a WordRun): word for word what a decode gives
+    assert [c for chunk in got for c in chunk.expanded()] == expected
+    assert sum(c.num_tokens for c in got) == sum(c.num_tokens for c in expected)
+    assert with_template.chunks_out == without.chunks_out
     assert (with_template.usage, with_template.finished) == (without.usage, without.finished)
+
+
+def test_a_run_of_word_frames_is_one_chunk_with_the_upstream_strings() -> None:
+    stream = OpenAIStream(group())
+    words = ["Hi", ' the"re', "\u00e9t\u00e9", " \\n", "😀"]
+    frames = [
+        b'{"id":"x","choices":[{"index":0,"delta":{"content":' + msgspec.json.encode(w) + b"}}]}"
+        for w in words
+    ]
+    first, run = stream._feed_payloads(frames)
+    assert first.text == "Hi" and first.words is None  # the frame the template is learned on
+    assert run.words is not None and run.words.texts == words[1:] and run.num_tokens == 4
+    assert run.words.encoded == [msgspec.json.encode(w) for w in words[1:]]
+    assert stream.chunks_out == 5
+    # a frame that only looks like a word frame ends the run; it is decoded in full
+    odd = b'{"id":"x","choices":[{"index":0,"delta":{"content":"a","refusal":"b"}}]}'
+    chunks = stream._feed_payloads([frames[1], frames[2], odd, frames[3]])
+    assert [c.num_tokens for c in chunks] == [1, 1, 1, 1]
+    assert chunks[2].extra == {"refusal": "b"}
+    empty = b'{"id":"x","choices":[{"index":0,"delta":{"content":""}}]}'
+    chunks = stream._feed_payloads([frames[1], empty, frames[2], frames[3]])
+    assert [c.text for c in chunks] == [w for w in words[1:4]]  # frame by frame after a miss
+    chunks = stream._feed_payloads([frames[2], frames[3]])
+    assert [(c.text, c.num_tokens) for c in chunks] == [("", 2)]  # the next read: a run again
 
 
 def test_a_word_template_is_learned_only_when_proven() -> None:

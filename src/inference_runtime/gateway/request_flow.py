@@ -1,8 +1,14 @@
-"""``RequestActor``: one request's lifecycle: route, dispatch, stream, retry or fall back, finish.
+"""``RequestFlow``: one request's lifecycle: route, dispatch, stream, retry or fall back, finish.
 
-Tokens go from the engine through this request's sink into its ``ResponseStream``; only control
-events (a choice finished or failed) come through the mailbox. Stopping the actor (the client went
-away) aborts the sequences in the engine and still meters the tokens produced so far.
+It runs in the HTTP handler's own task, not in an actor of its own (the departure from
+DESIGN.md's one actor per request is argued in docs/architecture.md): a request already has a
+task, the handler's, and giving it a second one with a mailbox cost more CPU than the rest of
+the flow. What the actor gave is kept: the engines' control events (a choice ended, failed)
+queue on the flow and are handled one at a time in that task, between its awaits (a retry
+runs there too); a client that goes away cancels the task, and ``close`` then aborts the
+sequences in the engine and still meters the tokens produced so far.
+
+Tokens go from the engine through this request's sink into its ``ResponseStream`` as before.
 """
 
 from __future__ import annotations
@@ -11,13 +17,11 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-from inference_runtime.actors import Actor, ActorRef
+from inference_runtime.actors import ActorRef
 from inference_runtime.cluster import Release, Route, RouteLease
 from inference_runtime.engine import AbortRequest, AddRequest, Admitted
 from inference_runtime.errors import (
-    ActorStopped,
     Backpressure,
     BudgetExceeded,
     InferenceRuntimeError,
@@ -36,7 +40,7 @@ _ZEROS = (0.0,) * _MAX_ITL_SAMPLES
 
 @dataclass(slots=True)
 class RequestJob:
-    """Everything a RequestActor needs; ``groups`` holds one tuple of choices per prompt."""
+    """Everything a RequestFlow needs; ``groups`` holds one tuple of choices per prompt."""
 
     request_id: str
     deployment: Deployment
@@ -54,11 +58,6 @@ class RequestJob:
 
 
 @dataclass(frozen=True, slots=True)
-class _Start:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
 class _ChoiceEnded:
     attempt: int
     group: int
@@ -72,7 +71,7 @@ class _AttemptSink:
 
     __slots__ = ("alive", "attempt", "group", "owner")
 
-    def __init__(self, owner: RequestActor, attempt: int, group: int) -> None:
+    def __init__(self, owner: RequestFlow, attempt: int, group: int) -> None:
         self.owner, self.attempt, self.group, self.alive = owner, attempt, group, True
 
     def on_chunk(self, chunk: TokenChunk) -> None:
@@ -93,11 +92,14 @@ class _AttemptSink:
         if self.alive:
             if error is None:
                 self.owner.choice_finished(self.group, index, usage)
-            event = _ChoiceEnded(self.attempt, self.group, index, usage, error)
-            tell_reliably(self.owner.context.self_ref, event)
+            else:
+                self.owner.post(_ChoiceEnded(self.attempt, self.group, index, usage, error))
 
 
-class RequestActor(Actor):
+class RequestFlow:
+    """Driven by the handler: ``start``, then ``next_batch`` until it is empty, and ``close``
+    in a ``finally`` (also when the handler is cancelled)."""
+
     def __init__(self, job: RequestJob, *, coordinator: ActorRef, metrics: ActorRef | None) -> None:
         self.job = job
         self.coordinator = coordinator
@@ -119,16 +121,57 @@ class RequestActor(Actor):
         self.itl: list[float] = []
         self.done = False
         self.last_error: BaseException | None = None
+        self.events: list[_ChoiceEnded] = []
+        """Failed choices, handled in the handler's task (the flow's mailbox)."""
         self.now = asyncio.get_running_loop().time
 
-    def pre_start(self) -> None:
-        self.context.self_ref.tell(_Start())
+    # -- the handler's side ------------------------------------------------------------
 
-    async def receive(self, message: Any) -> None:
-        if isinstance(message, _Start):
-            await self._dispatch()
-        elif isinstance(message, _ChoiceEnded) and message.attempt == self.attempt:
-            self._choice_ended(message)
+    async def start(self) -> None:
+        """Route and admit (retrying, queueing or falling back as the deployment says); a
+        request that cannot be served has its stream failed."""
+        await self._dispatch()
+
+    async def next_batch(self) -> list[TokenChunk]:
+        """The next chunks to send, or ``[]`` once the stream has ended (see its ``usage`` or
+        ``error``). Control events that came in meanwhile are handled first, one at a time."""
+        stream = self.job.stream
+        while True:
+            batch = await stream.next_batch()
+            if self.events:
+                await self._handle_events()
+            if batch or stream.ended:
+                return batch
+
+    def close(self) -> None:
+        """The handler is done with the request. Ended: release and meter it. Not ended (the
+        client went away, a write failed): abort its sequences and meter what was produced."""
+        if self.done:
+            return
+        stream = self.job.stream
+        if stream.ended and stream.error is None:
+            self._finish("success")
+            return
+        self.done = True
+        stream.fail(InferenceRuntimeError("the client went away"))
+        self._abandon_attempt(abort=True)
+        self._record("cancelled", error_code="client_disconnected")
+
+    def stop(self, error: BaseException) -> None:
+        """End the request with ``error`` now (the gateway is stopping)."""
+        if not self.done:
+            self._fail(error)
+
+    def post(self, event: _ChoiceEnded) -> None:
+        self.events.append(event)
+        self.job.stream.interrupt()
+
+    async def _handle_events(self) -> None:
+        events = self.events
+        while events and not self.done:
+            event = events.pop(0)
+            if event.attempt == self.attempt and self._choice_failed(event):
+                await self._dispatch()  # a retry, before anything reached the client
 
     # -- the token path (called by the engine, not through the mailbox) -----------------
 
@@ -144,7 +187,8 @@ class RequestActor(Actor):
         first = 0
         for chunk in chunks:
             tokens += chunk.num_tokens
-            first += chunk.index == 0
+            if chunk.index == 0:  # a run of words: as many arrivals, at one time
+                first += 1 if chunk.words is None else chunk.words.count
         self.completion_tokens += tokens
         if self.first_token_at is None:
             self.first_token_at = now
@@ -162,8 +206,8 @@ class RequestActor(Actor):
 
     def choice_finished(self, group: int, index: int, usage: Usage) -> None:
         """A choice finished (called by the engine, like ``on_chunks``). When it is the last
-        one, the response is complete at once: the client gets it before this actor's
-        bookkeeping (release, metering, stop), which follows through the mailbox."""
+        one, the response is complete at once: the client gets it before the bookkeeping
+        (release, metering), which ``close`` does once the response is written."""
         self.ended[(group, index)] = usage
         if len(self.ended) == self.job.choices and self.admitted_at is not None:
             self.job.stream.finish(self._final_usage())
@@ -220,6 +264,8 @@ class RequestActor(Actor):
             self.prompt_tokens = prompt_tokens
             self.job.stream.replica_id = lease.replica_id
             self.admitted_at = asyncio.get_running_loop().time()
+            if len(self.ended) == self.job.choices:  # the engine finished before we got here
+                self.job.stream.finish(self._final_usage())
         except InferenceRuntimeError as error:
             if not isinstance(error, Backpressure):  # a full replica is not a broken one
                 self.tried.add(lease.replica_id)
@@ -257,15 +303,10 @@ class RequestActor(Actor):
 
     # -- endings -------------------------------------------------------------------------
 
-    def _choice_ended(self, event: _ChoiceEnded) -> None:
-        if event.error is None:
-            self.ended[(event.group, event.index)] = event.usage
-            if len(self.ended) == self.job.choices:
-                if not self.job.stream.ended:  # else choice_finished has finished it
-                    self.job.stream.finish(self._final_usage())
-                self._finish("success")
-            return
+    def _choice_failed(self, event: _ChoiceEnded) -> bool:
+        """Fail the request, or abandon this attempt and answer True: retry it."""
         error = event.error
+        assert error is not None
         retryable = isinstance(error, InferenceRuntimeError) and error.retryable
         if (
             retryable
@@ -277,9 +318,9 @@ class RequestActor(Actor):
             self.tried.add(self.lease.replica_id)
             self.last_error = error
             self._abandon_attempt()
-            self.context.self_ref.tell(_Start())
-            return
+            return True
         self._fail(error)
+        return False
 
     def _final_usage(self) -> Usage:
         """What the engines reported is authoritative (a provider's own usage); counting the
@@ -305,7 +346,6 @@ class RequestActor(Actor):
         self.done = True
         self._abandon_attempt(abort=outcome != "success")
         self._record(outcome, error_code=error_code)
-        self.context.stop(self.context.self_ref)
 
     def _abandon_attempt(self, *, abort: bool = True) -> None:
         for sink in self.sinks:
@@ -342,10 +382,3 @@ class RequestActor(Actor):
             self.metrics.tell(record)
         except InferenceRuntimeError:
             log.warning("metrics mailbox full; a request record was dropped")
-
-    def post_stop(self) -> None:
-        if not self.done:  # the client went away, or the system is stopping
-            self.done = True
-            self.job.stream.fail(ActorStopped(self.context.self_ref.path))
-            self._abandon_attempt(abort=True)
-            self._record("cancelled", error_code="client_disconnected")
