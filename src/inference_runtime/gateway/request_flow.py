@@ -326,6 +326,13 @@ class RequestFlow:
         """What the engines reported is authoritative (a provider's own usage); counting the
         chunks stands in only for requests that never finish (cancelled). A prompt counts
         once per group, however many choices it has."""
+        if len(self.ended) == 1:  # one prompt, one choice: the common case
+            [usage] = self.ended.values()
+            self.prompt_tokens = usage.prompt_tokens or self.prompt_tokens
+            self.completion_tokens = usage.completion_tokens
+            return Usage(
+                prompt_tokens=self.prompt_tokens, completion_tokens=usage.completion_tokens
+            )
         per_group: dict[int, int] = {}
         for (group, _), usage in self.ended.items():
             per_group[group] = max(per_group.get(group, 0), usage.prompt_tokens)

@@ -203,12 +203,14 @@ def completion_body(
         groups = sorted(by_index.items())
     out = []
     for index, parts in groups:
-        text = "".join(c.text for c in parts)
+        text = "".join([c.text for c in parts])
         finish = next((c.finish_reason for c in reversed(parts) if c.finish_reason), None)
-        logprobs = _logprobs(parts, chat=chat)
+        plain = not any([c.logprobs or c.extra for c in parts])  # text only: the common case
+        logprobs = None if plain else _logprobs(parts, chat=chat)
         if chat:
             message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
-            message.update(_merged_extra(parts))
+            if not plain:
+                message.update(_merged_extra(parts))
             if message.get("tool_calls") and not text:
                 message["content"] = None
             out.append(

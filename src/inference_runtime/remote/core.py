@@ -366,7 +366,10 @@ def _as_ours(error: InferenceRuntimeError) -> InferenceRuntimeError:
 
 
 def _estimate_prompt(request: EngineRequest) -> int:
-    chars = len(request.prompt or "") + sum(len(m.text()) for m in request.messages or ())
+    chars = len(request.prompt or "")
+    for message in request.messages or ():
+        content = message.content
+        chars += len(content) if content.__class__ is str else len(message.text())
     return max(1, chars // 4)
 
 

@@ -14,7 +14,9 @@ The delta (or message) itself is decoded into a dict: its fields other than the 
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from itertools import repeat
+from operator import getitem
+from typing import Any, NamedTuple, cast
 
 import msgspec
 
@@ -211,12 +213,27 @@ class OpenAIStream:
         when that fails (a frame that only looks like a word frame, an empty word)."""
         head, tail = word.head, word.tail
         rest = payloads[at:] if at else payloads
-        matched = [p.startswith(head) and p.endswith(tail) for p in rest]
-        count = matched.index(False) if False in matched else len(matched)
+        count = len(rest)
+        while count and not (rest[count - 1].startswith(head) and rest[count - 1].endswith(tail)):
+            count -= 1  # a stream's last frames (the finish, the usage, [DONE]) are no words
         if count < 2:
             return None
+        if count < len(rest):
+            rest = rest[:count]
         start, end = len(head), -len(tail) or None
-        encoded = [p[start:end] for p in rest[:count]]
+        # C-level slices compared as a whole: no Python call per frame
+        heads = list(map(getitem, rest, repeat(slice(None, start))))
+        tails = list(map(getitem, rest, repeat(slice(end, None)))) if end else [b""] * count
+        if heads.count(head) != count or tails.count(tail) != count:
+            count = next(  # a frame that is no word in between: the run ends before it
+                i
+                for i, (h, t) in enumerate(zip(heads, tails, strict=True))
+                if h != head or t != tail
+            )
+            if count < 2:
+                return None
+            rest = rest[:count]
+        encoded = cast("list[bytes]", list(map(getitem, rest, repeat(slice(start, end)))))
         try:
             texts = _decode_texts(b"[" + b",".join(encoded) + b"]")
         except msgspec.DecodeError:
