@@ -128,10 +128,13 @@ class ActorCell:
         if self.stopping:
             self.system.dead_letter(message, self.ref, sender)
             return
-        if self.direct and self._idle() and not isinstance(message, _KERNEL_MESSAGES):
-            self._run_direct(message, sender, None)
-            return
         queue = self.queue
+        if self.direct and not queue and not isinstance(message, _KERNEL_MESSAGES):
+            # idle: parked on an empty mailbox, no system work, not handling a message
+            waiter = self.waiter
+            if waiter is not None and not waiter.done() and not self.sysq and not self.direct_busy:
+                self._run_direct(message, sender, None)
+                return
         if self.capacity is not None and len(queue) >= self.capacity:
             raise MailboxFull(self.path, self.capacity)
         queue.append((message, sender, None))
@@ -142,10 +145,12 @@ class ActorCell:
     def tell_ask(self, message: object, reply: asyncio.Future[Any]) -> None:
         if self.stopping:
             raise ActorStopped(self.path)
-        if self.direct and self._idle() and not isinstance(message, _KERNEL_MESSAGES):
-            self._run_direct(message, None, reply)
-            return
         queue = self.queue
+        if self.direct and not queue and not isinstance(message, _KERNEL_MESSAGES):
+            waiter = self.waiter
+            if waiter is not None and not waiter.done() and not self.sysq and not self.direct_busy:
+                self._run_direct(message, None, reply)
+                return
         if self.capacity is not None and len(queue) >= self.capacity:
             raise MailboxFull(self.path, self.capacity)
         queue.append((message, None, reply))
@@ -172,17 +177,6 @@ class ActorCell:
 
     # -- direct delivery (see Actor.direct_delivery) ---------------------------------------
 
-    def _idle(self) -> bool:
-        """Parked on an empty mailbox: nothing queued, no system work, not handling a message."""
-        waiter = self.waiter
-        return (
-            waiter is not None
-            and not waiter.done()
-            and not self.queue
-            and not self.sysq
-            and not self.direct_busy
-        )
-
     def _run_direct(
         self, message: object, sender: ActorRef | None, reply: asyncio.Future[Any] | None
     ) -> None:
@@ -199,7 +193,12 @@ class ActorCell:
         finally:
             self.current_sender = None
             self.direct_busy = False
-        self._answer(result, reply)
+        if reply is not None and result.__class__ is not Deferred:  # _answer, inline
+            if not reply.done():
+                reply.set_result(result)
+            self.processed += 1
+        else:
+            self._answer(result, reply)
 
     def _is_failure(self, error: Exception, reply: asyncio.Future[Any] | None) -> bool:
         """Fail the ask with ``error``; True when it is a failure for supervision (counted),
