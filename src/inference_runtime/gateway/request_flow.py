@@ -29,7 +29,7 @@ from inference_runtime.errors import (
 )
 from inference_runtime.gateway.leases import acquire_lease, tell_reliably
 from inference_runtime.gateway.stream import ResponseStream
-from inference_runtime.metrics import RequestRecord, ReserveBudget
+from inference_runtime.metrics import RequestRecord, ReserveBudget, tell_record
 from inference_runtime.types import Deployment, EngineRequest, TokenChunk, Usage
 
 log = logging.getLogger("inference_runtime.gateway")
@@ -385,7 +385,4 @@ class RequestFlow:
             reservation=self.reservation,
         )
         self.reservation = None
-        try:
-            self.metrics.tell(record)
-        except InferenceRuntimeError:
-            log.warning("metrics mailbox full; a request record was dropped")
+        tell_record(self.metrics, record)

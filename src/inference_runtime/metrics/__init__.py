@@ -5,7 +5,7 @@
 worst-case reservations, over a ``SpendStore``). ``render_prometheus`` renders a snapshot.
 """
 
-from inference_runtime.metrics.actor import PRUNE_INTERVAL_S, MetricsActor
+from inference_runtime.metrics.actor import PRUNE_INTERVAL_S, MetricsActor, tell_record
 from inference_runtime.metrics.budget import WINDOWS, Admission, BudgetLedger
 from inference_runtime.metrics.exposition import (
     PROMETHEUS_CONTENT_TYPE,
@@ -58,4 +58,5 @@ __all__ = [
     "ReserveBudget",
     "SpendStore",
     "render_prometheus",
+    "tell_record",
 ]

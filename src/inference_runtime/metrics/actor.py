@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from inference_runtime.actors import Actor
+from inference_runtime.actors import Actor, ActorRef
 from inference_runtime.errors import BudgetExceeded, InferenceRuntimeError
 from inference_runtime.metrics.budget import BudgetLedger
 from inference_runtime.metrics.messages import (
@@ -24,6 +24,16 @@ from inference_runtime.metrics.recorder import MetricsRecorder
 from inference_runtime.metrics.snapshot import MetricsSnapshot
 
 log = logging.getLogger("inference_runtime.metrics")
+
+
+def tell_record(metrics: ActorRef, record: RequestRecord) -> None:
+    """Hand a finished request's record to the metrics actor; a full mailbox drops it with a
+    warning rather than failing the request that is being finished."""
+    try:
+        metrics.tell(record)
+    except InferenceRuntimeError:
+        log.warning("metrics mailbox full; a request record was dropped")
+
 
 PRUNE_INTERVAL_S = 60.0
 """How often old spend and unsettled reservations are dropped."""

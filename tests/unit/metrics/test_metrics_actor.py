@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -194,3 +195,22 @@ async def test_snapshot_renders(metrics: ActorRef, system: ActorSystem) -> None:
     )
     assert b'inference_runtime_requests_total{deployment="chat",outcome="success"} 1.0' in text
     assert b"inference_runtime_actors_alive 1.0" in text
+
+
+def test_a_record_to_a_full_mailbox_is_dropped_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from inference_runtime.errors import MailboxFull
+    from inference_runtime.metrics import RequestRecord, tell_record
+
+    class Full:
+        def tell(self, message: object) -> None:
+            raise MailboxFull("/user/metrics", 1)
+
+    record = RequestRecord(
+        deployment="d", replica_id=None, outcome="success", prompt_tokens=1,
+        completion_tokens=1, e2e_s=0.1,
+    )  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="inference_runtime.metrics"):
+        tell_record(Full(), record)  # type: ignore[arg-type]
+    assert "record was dropped" in caplog.text
