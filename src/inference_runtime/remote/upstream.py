@@ -18,6 +18,7 @@ import aiohttp
 
 from inference_runtime.errors import UpstreamError
 from inference_runtime.remote.config import RemoteConfig
+from inference_runtime.remote.deadline import Deadline
 from inference_runtime.remote.providers import Provider, ProviderStream
 from inference_runtime.remote.retry import (
     Action,
@@ -57,7 +58,7 @@ async def call_upstream(
     timeouts = config.timeouts
     loop = asyncio.get_running_loop()
     try:
-        async with asyncio.timeout(timeouts.first_byte_s) as deadline:
+        with Deadline(loop.time() + timeouts.first_byte_s) as deadline:
             response = await session.http.post(url, data=body, headers=headers)
             async with response:
                 if response.status != 200:
@@ -70,7 +71,7 @@ async def call_upstream(
                 if whole:
                     # one deadline for the body: its first byte came after the generation, the
                     # rest follows at once; a body that stalls longer than read_s is cut
-                    deadline.reschedule(loop.time() + timeouts.read_s)
+                    deadline.move(loop.time() + timeouts.read_s)
                     payload = await response.read()
                 else:
                     await _read_stream(response, stream, emit, deadline, loop, timeouts.read_s)
@@ -93,7 +94,7 @@ async def _read_stream(
     response: aiohttp.ClientResponse,
     stream: ProviderStream,
     emit: Callable[[list[TokenChunk]], None],
-    deadline: asyncio.Timeout,
+    deadline: Deadline,
     loop: asyncio.AbstractEventLoop,
     read_s: float,
 ) -> None:
@@ -102,7 +103,7 @@ async def _read_stream(
     parser = SSEParser()
     content = response.content
     while not stream.done:
-        deadline.reschedule(loop.time() + read_s)
+        deadline.move(loop.time() + read_s)
         data = await content.readany()
         if not data:
             break
