@@ -54,7 +54,8 @@ class RequestJob:
     """Choices over all groups."""
 
     def __post_init__(self) -> None:
-        self.choices = sum(len(g) for g in self.groups)
+        groups = self.groups
+        self.choices = len(groups[0]) if len(groups) == 1 else sum(map(len, groups))
 
 
 @dataclass(frozen=True, slots=True)

@@ -192,9 +192,11 @@ def completion_body(
     usage: Usage,
 ) -> bytes:
     """The single JSON body of a non-streamed response."""
-    if any(c.words is not None for c in chunks):
-        chunks = [part for chunk in chunks for part in chunk.expanded()]
-    if choices == 1 and all(c.index == 0 for c in chunks):
+    for chunk in chunks:
+        if chunk.words is not None:
+            chunks = [part for chunk in chunks for part in chunk.expanded()]
+            break
+    if choices == 1 and all([c.index == 0 for c in chunks]):
         groups: Iterable[tuple[int, list[TokenChunk]]] = ((0, chunks),)  # the common case
     else:
         by_index: dict[int, list[TokenChunk]] = {i: [] for i in range(choices)}
@@ -204,7 +206,11 @@ def completion_body(
     out = []
     for index, parts in groups:
         text = "".join([c.text for c in parts])
-        finish = next((c.finish_reason for c in reversed(parts) if c.finish_reason), None)
+        finish = None
+        for c in reversed(parts):
+            if c.finish_reason:
+                finish = c.finish_reason
+                break
         plain = not any([c.logprobs or c.extra for c in parts])  # text only: the common case
         logprobs = None if plain else _logprobs(parts, chat=chat)
         if chat:

@@ -248,7 +248,7 @@ class OpenAIStream:
         self._frame(_decode(body), out)
         self.done = True
         if out:  # tokens, for the count when the upstream sends no usage (1 per 4 characters)
-            self.chunks_out += sum(max(1, len(c.text) // 4) for c in out)
+            self.chunks_out += sum([max(1, len(c.text) // 4) for c in out])
         return out
 
     def _frame(self, frame: _Frame | _DeltaFrame, out: list[TokenChunk]) -> None:
