@@ -67,6 +67,11 @@ class _ChoiceEnded:
     error: BaseException | None
 
 
+@dataclass(frozen=True, slots=True)
+class _Stop:
+    error: BaseException
+
+
 class _AttemptSink:
     """The SequenceSink of one attempt of one prompt group; dead once the attempt is over."""
 
@@ -122,8 +127,9 @@ class RequestFlow:
         self.itl: list[float] = []
         self.done = False
         self.last_error: BaseException | None = None
-        self.events: list[_ChoiceEnded] = []
-        """Failed choices, handled in the handler's task (the flow's mailbox)."""
+        self.events: list[_ChoiceEnded | _Stop] = []
+        """Failed choices and a stop, handled in the handler's task (the flow's mailbox)."""
+        self.stopping = False
         self.now = asyncio.get_running_loop().time
 
     # -- the handler's side ------------------------------------------------------------
@@ -141,6 +147,8 @@ class RequestFlow:
             batch = await stream.next_batch()
             if self.events:
                 await self._handle_events()
+                if not batch:
+                    continue  # what the events brought (a retry's tokens, the end) comes next
             if batch or stream.ended:
                 return batch
 
@@ -155,15 +163,18 @@ class RequestFlow:
             return
         self.done = True
         stream.fail(InferenceRuntimeError("the client went away"))
-        self._abandon_attempt(abort=True)
         self._record("cancelled", error_code="client_disconnected")
+        self._abandon_attempt(abort=True)
 
     def stop(self, error: BaseException) -> None:
-        """End the request with ``error`` now (the gateway is stopping)."""
-        if not self.done:
-            self._fail(error)
+        """End the request with ``error`` (the gateway is stopping). Like an engine's event it
+        is handled in the handler's task, at its next wait: a dispatch under way (a route, an
+        admission) ends first, and what it got is then given back as usual."""
+        if not self.done and not self.stopping:
+            self.stopping = True
+            self.post(_Stop(error))
 
-    def post(self, event: _ChoiceEnded) -> None:
+    def post(self, event: _ChoiceEnded | _Stop) -> None:
         self.events.append(event)
         self.job.stream.interrupt()
 
@@ -171,7 +182,9 @@ class RequestFlow:
         events = self.events
         while events and not self.done:
             event = events.pop(0)
-            if event.attempt == self.attempt and self._choice_failed(event):
+            if isinstance(event, _Stop):
+                self._fail(event.error)
+            elif event.attempt == self.attempt and self._choice_failed(event):
                 await self._dispatch()  # a retry, before anything reached the client
 
     # -- the token path (called by the engine, not through the mailbox) -----------------
@@ -219,7 +232,7 @@ class RequestFlow:
         loop = asyncio.get_running_loop()
         deadline = self.job.arrival + self.deployment.serving.queue_timeout_s
         backoff = 0.002
-        while not self.done:
+        while not self.done and not self.stopping:
             try:
                 await self._try_once()
                 return
@@ -352,8 +365,8 @@ class RequestFlow:
         if self.done:
             return
         self.done = True
+        self._record(outcome, error_code=error_code)  # first: it names the lease's replica
         self._abandon_attempt(abort=outcome != "success")
-        self._record(outcome, error_code=error_code)
 
     def _abandon_attempt(self, *, abort: bool = True) -> None:
         for sink in self.sinks:

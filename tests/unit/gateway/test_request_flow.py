@@ -1,0 +1,166 @@
+"""``RequestFlow`` in its handler's task: retries, a stop and a cancel handled one at a time,
+and every lease, admission and record given back exactly once (stub coordinator and engines)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from inference_runtime.actors import Actor, ActorRef, ActorSystem, Props
+from inference_runtime.cluster import Release, Route, RouteLease
+from inference_runtime.engine import AbortRequest, AddRequest, Admitted
+from inference_runtime.errors import ReplicaFailed, Unavailable
+from inference_runtime.gateway.request_flow import RequestFlow, RequestJob
+from inference_runtime.gateway.stream import ResponseStream
+from inference_runtime.metrics import RequestRecord
+from inference_runtime.types import Deployment, EngineRequest, TokenChunk, Usage
+
+
+class Engine(Actor):
+    """Admits once ``gate`` is set; then ``script`` plays on the sink: "fail" (a retryable
+    failure before any token) or "answer" (two words and the end)."""
+
+    def __init__(self, name: str, gate: asyncio.Event, script: str, log: list[Any]) -> None:
+        self.name, self.gate, self.script, self.log = name, gate, script, log
+
+    async def receive(self, message: Any) -> Any:
+        self.log.append((self.name, message))
+        if isinstance(message, AddRequest):
+            await self.gate.wait()
+            sink, rid = message.sink, message.requests[0].request_id
+            if self.script == "fail":
+                asyncio.get_running_loop().call_soon(
+                    sink.on_error, 0, ReplicaFailed(f"{self.name} failed"), Usage()
+                )
+            elif self.script == "answer":
+                sink.on_chunks([TokenChunk(rid, 0, "hi"), TokenChunk(rid, 0, " there")])
+                sink.on_finish(0, Usage(prompt_tokens=3, completion_tokens=2))
+            return Admitted(self.name, 3)
+        return None
+
+
+class Coordinator(Actor):
+    """Leases the replicas in order, skipping the excluded; records releases."""
+
+    def __init__(self, engines: dict[str, ActorRef], log: list[Any]) -> None:
+        self.engines, self.log = engines, log
+
+    def receive(self, message: Any) -> Any:
+        self.log.append(message)
+        if isinstance(message, Route):
+            name = next(n for n in self.engines if n not in message.exclude)
+            return RouteLease("d", name, self.engines[name])
+        return None
+
+
+class Metrics(Actor):
+    def __init__(self, log: list[Any]) -> None:
+        self.log = log
+
+    def receive(self, message: Any) -> Any:
+        self.log.append(message)
+
+
+@pytest.fixture
+async def system() -> AsyncIterator[ActorSystem]:
+    system = ActorSystem.create("flow")
+    yield system
+    await system.shutdown()
+
+
+def setup(
+    system: ActorSystem, scripts: dict[str, str], *, open_gate: bool = True
+) -> tuple[RequestFlow, asyncio.Event, list[Any], list[Any], list[Any]]:
+    gate, engine_log, coordinator_log, records = asyncio.Event(), [], [], []  # type: ignore[var-annotated]
+    if open_gate:
+        gate.set()
+    engines = {
+        name: system.actor_of(Props(lambda n=name, s=script: Engine(n, gate, s, engine_log)))
+        for name, script in scripts.items()
+    }
+    coordinator = system.actor_of(Props(lambda: Coordinator(engines, coordinator_log)))
+    metrics = system.actor_of(Props(lambda: Metrics(records)))
+    deployment = Deployment.from_dict({"name": "d", "runtime": "fake"})
+    request = EngineRequest(request_id="r-0", deployment="d")
+    job = RequestJob("r", deployment, [(request,)], ResponseStream(), lambda name: None)
+    flow = RequestFlow(job, coordinator=coordinator, metrics=metrics)
+    return flow, gate, engine_log, coordinator_log, records
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def drain(flow: RequestFlow) -> list[TokenChunk]:
+    chunks: list[TokenChunk] = []
+    while batch := await flow.next_batch():
+        chunks += batch
+    return chunks
+
+
+async def test_a_failure_before_the_first_token_is_retried_on_another_replica(
+    system: ActorSystem,
+) -> None:
+    flow, _, engine_log, coordinator_log, records = setup(system, {"a": "fail", "b": "answer"})
+    await flow.start()
+    chunks = await drain(flow)  # the failure comes as an event; the retry runs right here
+    flow.close()
+    await settle()
+    assert [c.text for c in chunks] == ["hi", " there"]
+    assert flow.job.stream.usage == Usage(prompt_tokens=3, completion_tokens=2)
+    routes = [m for m in coordinator_log if isinstance(m, Route)]
+    assert [sorted(r.exclude) for r in routes] == [[], ["a"]]
+    released = [m.replica_id for m in coordinator_log if isinstance(m, Release)]
+    assert released == ["a", "b"]  # each lease given back once
+    assert ("a", AbortRequest("r-0")) in engine_log  # the failed attempt is aborted there
+    [record] = [r for r in records if isinstance(r, RequestRecord)]
+    assert (record.outcome, record.replica_id, record.completion_tokens) == ("success", "b", 2)
+
+
+async def test_a_stop_during_an_admission_waits_for_it_then_gives_everything_back(
+    system: ActorSystem,
+) -> None:
+    flow, gate, engine_log, coordinator_log, records = setup(system, {"a": "hold"}, open_gate=False)
+    starting = asyncio.ensure_future(flow.start())
+    await settle()  # routed; the admission waits on the gate
+    flow.stop(Unavailable("the gateway is stopping"))
+    assert not starting.done()
+    gate.set()
+    await starting
+    assert await flow.next_batch() == []
+    assert isinstance(flow.job.stream.error, Unavailable)
+    flow.close()  # the handler's finally: nothing more to do
+    await settle()
+    messages = [m for name, m in engine_log if name == "a"]
+    assert [type(m) for m in messages] == [AddRequest, AbortRequest]  # admitted, then aborted
+    assert [m.replica_id for m in coordinator_log if isinstance(m, Release)] == ["a"]
+    [record] = [r for r in records if isinstance(r, RequestRecord)]
+    assert (record.outcome, record.error_code) == ("error", "Unavailable")
+
+
+async def test_a_cancelled_handler_aborts_releases_and_meters_once(system: ActorSystem) -> None:
+    flow, _, engine_log, coordinator_log, records = setup(system, {"a": "hold"})
+
+    async def handler() -> None:
+        try:
+            await flow.start()
+            await drain(flow)
+        finally:
+            flow.close()
+
+    task = asyncio.ensure_future(handler())
+    await settle()
+    task.cancel()  # the client went away
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    flow.close()  # twice: still once
+    await settle()
+    assert [type(m) for _, m in engine_log] == [AddRequest, AbortRequest]
+    assert [m.replica_id for m in coordinator_log if isinstance(m, Release)] == ["a"]
+    [record] = [r for r in records if isinstance(r, RequestRecord)]
+    assert (record.outcome, record.error_code) == ("cancelled", "client_disconnected")
+    assert record.replica_id == "a"
