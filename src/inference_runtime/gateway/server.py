@@ -303,9 +303,10 @@ class GatewayServer:
                 choices=job.choices,
                 usage=stream.usage,
             )
-            return web.Response(
-                body=body, content_type="application/json", headers=_replica(stream)
-            )
+            headers = {"Content-Type": "application/json"}  # as a header: no parsing of it
+            if stream.replica_id:
+                headers["X-Replica-Id"] = stream.replica_id
+            return web.Response(body=body, headers=headers)
         finally:
             flow.close()  # ended: release and meter; else (the client went away) abort too
             self._exit(flow)
