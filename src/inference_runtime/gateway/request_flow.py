@@ -130,6 +130,7 @@ class RequestFlow:
         self.events: list[_ChoiceEnded | _Stop] = []
         """Failed choices and a stop, handled in the handler's task (the flow's mailbox)."""
         self.stopping = False
+        self.dispatching = False
         self.now = asyncio.get_running_loop().time
 
     # -- the handler's side ------------------------------------------------------------
@@ -167,12 +168,19 @@ class RequestFlow:
         self._abandon_attempt(abort=True)
 
     def stop(self, error: BaseException) -> None:
-        """End the request with ``error`` (the gateway is stopping). Like an engine's event it
-        is handled in the handler's task, at its next wait: a dispatch under way (a route, an
-        admission) ends first, and what it got is then given back as usual."""
-        if not self.done and not self.stopping:
+        """End the request with ``error`` (the gateway is stopping): at once (its sequences
+        aborted, its stream failed), unless a dispatch (a route, an admission) is under way in
+        the handler's task; then, like an engine's event, once that has ended, so that what it
+        got is given back. Not at the handler's next wait in general: a handler blocked in a
+        write to a client that does not read would never get there, while the engine kept
+        filling the response."""
+        if self.done or self.stopping:
+            return
+        if self.dispatching:
             self.stopping = True
             self.post(_Stop(error))
+        else:
+            self._fail(error)
 
     def post(self, event: _ChoiceEnded | _Stop) -> None:
         self.events.append(event)
@@ -229,6 +237,13 @@ class RequestFlow:
     # -- dispatch: route, reserve, admit; retry, queue or fall back ----------------------
 
     async def _dispatch(self) -> None:
+        self.dispatching = True
+        try:
+            await self._dispatch_until_admitted()
+        finally:
+            self.dispatching = False
+
+    async def _dispatch_until_admitted(self) -> None:
         loop = asyncio.get_running_loop()
         deadline = self.job.arrival + self.deployment.serving.queue_timeout_s
         backoff = 0.002

@@ -56,6 +56,7 @@ _SSE_HEADERS = {
     "X-Accel-Buffering": "no",
 }
 _encode = msgspec.json.Encoder().encode
+_SHUTDOWN_TIMEOUT_S = 2.0
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
@@ -166,7 +167,15 @@ class GatewayServer:
         return app
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app(), handler_cancellation=True, access_log=None)
+        self._runner = web.AppRunner(
+            self.app(),
+            handler_cancellation=True,
+            access_log=None,
+            # the graceful part is our drain (drain_timeout_s); by close every open request has
+            # been ended, and only a handler blocked writing to a client that does not read is
+            # left: it is cancelled after this, not after aiohttp's default of a minute
+            shutdown_timeout=_SHUTDOWN_TIMEOUT_S,
+        )
         await self._runner.setup()
         self._site = web.TCPSite(self._runner, self.config.host, self.config.port)
         await self._site.start()
