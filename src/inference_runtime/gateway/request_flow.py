@@ -59,12 +59,9 @@ class RequestJob:
 
 
 @dataclass(frozen=True, slots=True)
-class _ChoiceEnded:
+class _ChoiceFailed:
     attempt: int
-    group: int
-    index: int
-    usage: Usage
-    error: BaseException | None
+    error: BaseException
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +96,7 @@ class _AttemptSink:
             if error is None:
                 self.owner.choice_finished(self.group, index, usage)
             else:
-                self.owner.post(_ChoiceEnded(self.attempt, self.group, index, usage, error))
+                self.owner.post(_ChoiceFailed(self.attempt, error))
 
 
 class RequestFlow:
@@ -127,7 +124,7 @@ class RequestFlow:
         self.itl: list[float] = []
         self.done = False
         self.last_error: BaseException | None = None
-        self.events: list[_ChoiceEnded | _Stop] = []
+        self.events: list[_ChoiceFailed | _Stop] = []
         """Failed choices and a stop, handled in the handler's task (the flow's mailbox)."""
         self.stopping = False
         self.dispatching = False
@@ -182,7 +179,7 @@ class RequestFlow:
         else:
             self._fail(error)
 
-    def post(self, event: _ChoiceEnded | _Stop) -> None:
+    def post(self, event: _ChoiceFailed | _Stop) -> None:
         self.events.append(event)
         self.job.stream.interrupt()
 
@@ -196,9 +193,6 @@ class RequestFlow:
                 await self._dispatch()  # a retry, before anything reached the client
 
     # -- the token path (called by the engine, not through the mailbox) -----------------
-
-    def on_chunk(self, chunk: TokenChunk) -> None:
-        self.on_chunks([chunk])
 
     def on_chunks(self, chunks: list[TokenChunk]) -> None:
         """Chunks that arrived together (one engine step, one network read): one clock read,
@@ -332,10 +326,9 @@ class RequestFlow:
 
     # -- endings -------------------------------------------------------------------------
 
-    def _choice_failed(self, event: _ChoiceEnded) -> bool:
+    def _choice_failed(self, event: _ChoiceFailed) -> bool:
         """Fail the request, or abandon this attempt and answer True: retry it."""
         error = event.error
-        assert error is not None
         retryable = isinstance(error, InferenceRuntimeError) and error.retryable
         if (
             retryable

@@ -152,7 +152,7 @@ async def test_request_flow_counts_a_batch_once() -> None:
     words = [TokenChunk("r", i % 2, "w") for i in range(6)]  # 3 tokens of each choice
     actor.on_chunks(words)
     actor.on_chunks(words[:2])
-    actor.on_chunk(TokenChunk("r", 0, "", finish_reason="stop"))
+    actor.on_chunks([TokenChunk("r", 0, "", finish_reason="stop")])
     assert actor.completion_tokens == 8
     assert actor.first_token_at == 1.0 and actor.last_token_at == 2.5
     # choice 0's gaps: two within the first batch (together: 0), then 0.5 and 1.0 between reads
