@@ -1016,7 +1016,9 @@ def render_report(
             f"- Date: {datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
             f"- Machine: {setup.cores} cores, {cpu_model()}; {setup.pinning}",
             f"- Python {platform.python_version()}, aiohttp"
-            f" {importlib.metadata.version('aiohttp')} (client, mock, floor proxy, gateway);"
+            f" {importlib.metadata.version('aiohttp')} (load client, mock, floor proxy, the"
+            " gateway's server); the gateway's upstream client: our own (remote/http_client.py,"
+            f" httptools {importlib.metadata.version('httptools')});"
             f" {litellm}",
             f"- Event loop: {setup.event_loop} for the gateway and the floor proxy alike (the"
             " floor runs on the loop the gateway runs on); the mock on asyncio's",

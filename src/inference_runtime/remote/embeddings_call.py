@@ -10,7 +10,6 @@ import asyncio
 import base64
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import msgspec
 
 from inference_runtime.engine.embedding_core import Embed, EmbeddingResult
@@ -48,7 +47,9 @@ async def call_embeddings(
     url = config.base_url.rstrip("/") + "/embeddings"
     try:
         async with asyncio.timeout(config.timeouts.first_byte_s + config.timeouts.read_s):
-            async with session.http.post(url, data=_encode(body), headers=headers) as response:
+            async with await session.http.post(
+                url, body=_encode(body), headers=headers
+            ) as response:
                 payload = await response.read()
                 if response.status != 200:
                     raise UpstreamFailure(
@@ -58,7 +59,7 @@ async def call_embeddings(
                     )
     except UpstreamFailure:
         raise
-    except (TimeoutError, aiohttp.ClientError, ConnectionError, OSError) as error:
+    except (TimeoutError, ConnectionError, OSError) as error:
         raise UpstreamFailure(classify_exception(error)) from error
     try:
         return _result(payload, len(embed.inputs))

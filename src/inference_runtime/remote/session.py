@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import logging
 
-import aiohttp
-
 from inference_runtime.config import read_secret
 from inference_runtime.engine.runner import RunnerInfo
 from inference_runtime.remote.config import RemoteConfig
+from inference_runtime.remote.http_client import HttpClient
 from inference_runtime.types import Deployment, Secret
 
 log = logging.getLogger("inference_runtime.remote")
@@ -24,7 +23,7 @@ class RemoteSession:
     def __init__(self, deployment: Deployment, *, device: str = "cpu") -> None:
         self.deployment = deployment
         self.config = RemoteConfig.of(deployment)
-        self.http: aiohttp.ClientSession | None = None
+        self.http: HttpClient | None = None
         self.key = Secret("")
         self.key_reads = 0
         self.provider = deployment.runtime
@@ -41,14 +40,9 @@ class RemoteSession:
 
     async def load(self) -> None:
         self.refresh_key()
-        timeouts = self.config.timeouts
-        connector = aiohttp.TCPConnector(
-            limit=self.config.max_concurrent, limit_per_host=self.config.max_concurrent
-        )
-        self.http = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect_s),
-            auto_decompress=True,
+        self.http = HttpClient(
+            max_connections=self.config.max_concurrent,
+            connect_timeout_s=self.config.timeouts.connect_s,
         )
 
     async def rebuild(self) -> None:

@@ -14,11 +14,10 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import aiohttp
-
 from inference_runtime.errors import UpstreamError
 from inference_runtime.remote.config import RemoteConfig
 from inference_runtime.remote.deadline import Deadline
+from inference_runtime.remote.http_client import HttpResponse
 from inference_runtime.remote.providers import Provider, ProviderStream
 from inference_runtime.remote.retry import (
     Action,
@@ -59,7 +58,7 @@ async def call_upstream(
     loop = asyncio.get_running_loop()
     try:
         with Deadline(loop.time() + timeouts.first_byte_s) as deadline:
-            response = await session.http.post(url, data=body, headers=headers)
+            response = await session.http.post(url, body=body, headers=headers)
             async with response:
                 if response.status != 200:
                     payload = await response.read()
@@ -83,7 +82,7 @@ async def call_upstream(
         raise
     except UpstreamError as error:  # malformed SSE or body, an error event mid-stream
         raise UpstreamFailure(Classification(Action.RETRY, error, True)) from error
-    except (TimeoutError, aiohttp.ClientError, ConnectionError, OSError) as error:
+    except (TimeoutError, ConnectionError, OSError) as error:
         raise UpstreamFailure(classify_exception(error)) from error
     if not stream.done and len(stream.finished) < len(group):
         cut = UpstreamError("the upstream closed the stream before it finished")
@@ -91,7 +90,7 @@ async def call_upstream(
 
 
 async def _read_stream(
-    response: aiohttp.ClientResponse,
+    response: HttpResponse,
     stream: ProviderStream,
     emit: Callable[[list[TokenChunk]], None],
     deadline: Deadline,
@@ -101,10 +100,10 @@ async def _read_stream(
     """SSE events as they come, a batch of chunks per network read; no read waits longer
     than ``read_s``."""
     parser = SSEParser()
-    content = response.content
+    read_some = response.read_some
     while not stream.done:
         deadline.move(loop.time() + read_s)
-        data = await content.readany()
+        data = await read_some()
         if not data:
             break
         chunks = stream.feed_read(parser, data)

@@ -1,0 +1,322 @@
+"""``HttpClient`` against a raw socket server that answers with scripted bytes: framing,
+keep-alive, the pool's bound, and every way an answer can go wrong."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+
+from inference_runtime.event_loop import run
+from inference_runtime.remote.http_client import HttpClient, HttpConnectionError
+
+Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class RawServer:
+    """Answers each request (read whole first) with the next script; records what it got."""
+
+    def __init__(self, scripts: list[Script]) -> None:
+        self.scripts = scripts
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self.open_now = 0
+        self.most_open = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.open_now += 1
+        self.most_open = max(self.most_open, self.open_now)
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                self.requests.append(head + await reader.readexactly(length))
+                await self.scripts.pop(0)(reader, writer)
+                if writer.is_closing():
+                    return
+        finally:
+            self.open_now -= 1
+            writer.close()
+
+
+@asynccontextmanager
+async def serving(*scripts: Script) -> AsyncIterator[tuple[RawServer, str]]:
+    raw = RawServer(list(scripts))
+    server = await asyncio.start_server(raw.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield raw, f"http://127.0.0.1:{port}/v1/chat/completions"
+    finally:
+        server.close()
+
+
+def reply(data: bytes, *, close: bool = False) -> Script:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(data)
+        await writer.drain()
+        if close:
+            writer.close()
+
+    return script
+
+
+def ok(body: bytes, *extra: bytes) -> bytes:
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + b"".join(extra)
+    return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+def client(**kwargs: float) -> HttpClient:
+    return HttpClient(max_connections=int(kwargs.get("max_connections", 4)), connect_timeout_s=2)
+
+
+async def post(http: HttpClient, url: str, body: bytes = b"{}") -> tuple[int, bytes]:
+    async with await http.post(url, body=body, headers={"Authorization": "Bearer k"}) as response:
+        return response.status, await response.read()
+
+
+async def _a_length_delimited_answer_and_what_was_sent() -> None:
+    async with serving(reply(ok(b'{"a":1}', b"X-Many: 1\r\nx-many: 2\r\n"))) as (raw, url):
+        http = client()
+        async with await http.post(url, body=b'{"q":1}', headers={"Accept": "x/y"}) as response:
+            assert response.status == 200
+            assert response.headers["x-many"] == "1, 2"
+            assert response.headers["content-type"] == "application/json"
+            assert await response.read() == b'{"a":1}'
+        sent = raw.requests[0]
+        assert sent.startswith(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:")
+        assert b"\r\nAccept: x/y\r\n" in sent
+        assert b"\r\nContent-Length: 7\r\n" in sent
+        assert b"\r\nUser-Agent: inference-runtime/" in sent
+        assert sent.endswith(b'\r\n\r\n{"q":1}')
+        await http.close()
+
+
+async def _chunks_arrive_as_they_are_sent_and_the_connection_is_reused() -> None:
+    go_on = asyncio.Event()
+
+    async def chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+        await writer.drain()
+        await go_on.wait()
+        writer.write(b"6\r\nsecond\r\n0\r\n\r\n")
+
+    async with serving(chunked, reply(ok(b"again"))) as (raw, url):
+        http = client()
+        async with await http.post(url, body=b"{}", headers={}) as response:
+            assert await response.read_some() == b"first"  # before the rest was even sent
+            go_on.set()
+            rest = b""
+            while piece := await response.read_some():
+                rest += piece
+            assert rest == b"second"
+        assert await post(http, url) == (200, b"again")
+        assert raw.connections == 1
+        stats = http.statistics()
+        assert (stats.opened, stats.requests, stats.open, stats.idle) == (1, 2, 1, 1)
+        await http.close()
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_framing_and_keep_alive_on_either_event_loop(loop: str) -> None:
+    run(_a_length_delimited_answer_and_what_was_sent(), choice=loop)  # type: ignore[arg-type]
+    run(_chunks_arrive_as_they_are_sent_and_the_connection_is_reused(), choice=loop)  # type: ignore[arg-type]
+
+
+async def test_connection_close_is_honoured_and_a_body_may_end_with_the_connection() -> None:
+    closing = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nto the end"
+    async with serving(reply(closing, close=True), reply(ok(b"new"))) as (raw, url):
+        http = client()
+        assert await post(http, url) == (200, b"to the end")
+        assert await post(http, url) == (200, b"new")
+        assert raw.connections == 2
+        await http.close()
+
+
+async def test_an_idle_connection_the_server_dropped_is_replaced() -> None:
+    async with serving(reply(ok(b"one"), close=True), reply(ok(b"two"))) as (raw, url):
+        http = client()
+        assert await post(http, url) == (200, b"one")  # keep-alive said, then closed anyway
+        await asyncio.sleep(0.05)
+        assert await post(http, url) == (200, b"two")
+        assert raw.connections == 2
+        await http.close()
+
+
+async def test_a_body_cut_short_fails_and_the_connection_is_not_reused() -> None:
+    cut = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten.."
+    async with serving(reply(cut, close=True), reply(ok(b"fine"))) as (raw, url):
+        http = client()
+        with pytest.raises(HttpConnectionError, match="closed the connection"):
+            await post(http, url)
+        assert await post(http, url) == (200, b"fine")
+        assert raw.connections == 2
+        assert http.statistics().open == 1
+        await http.close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "match"),
+    [
+        (b"this is not http\r\n\r\n", "not valid HTTP"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "not valid HTTP"),
+        (b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 1\r\n\r\nx", "'br'"),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 4\r\n\r\nnope",
+            "decompress",
+        ),
+    ],
+)
+async def test_a_malformed_answer_is_a_connection_error(answer: bytes, match: str) -> None:
+    async with serving(reply(answer), reply(ok(b"next"))) as (raw, url):
+        http = client()
+        with pytest.raises(HttpConnectionError, match=match):
+            await post(http, url)
+        assert await post(http, url) == (200, b"next")  # on a new connection
+        assert raw.connections == 2
+        await http.close()
+
+
+async def test_a_gzipped_body_is_decoded() -> None:
+    packed = gzip.compress(b'{"text": "' + b"word " * 200 + b'"}')
+    answer = ok(packed, b"Content-Encoding: gzip\r\n")
+    async with serving(reply(answer)) as (_, url):
+        http = client()
+        status, body = await post(http, url)
+        assert (status, body.count(b"word ")) == (200, 200)
+        await http.close()
+
+
+async def test_the_pool_never_opens_more_than_its_bound_and_serves_every_waiter() -> None:
+    release = asyncio.Event()
+
+    async def held(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await release.wait()
+        writer.write(ok(b"done"))
+
+    async with serving(*[held] * 6) as (raw, url):
+        http = client(max_connections=2)
+        calls = [asyncio.create_task(post(http, url)) for _ in range(6)]
+        await asyncio.sleep(0.1)
+        assert http.statistics().waiting == 4
+        release.set()
+        assert await asyncio.gather(*calls) == [(200, b"done")] * 6
+        assert raw.most_open == 2
+        assert http.statistics().open == 2
+        await http.close()
+
+
+async def test_a_cancelled_call_closes_its_connection_and_frees_its_slot() -> None:
+    async def never(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(30)
+
+    async with serving(never, reply(ok(b"after"))) as (_, url):
+        http = client(max_connections=1)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.1):
+                await post(http, url)
+        assert http.statistics().open == 0
+        assert await post(http, url) == (200, b"after")
+        await http.close()
+
+
+async def test_a_cancelled_waiter_leaves_the_queue_and_the_others_are_served() -> None:
+    release = asyncio.Event()
+
+    async def held(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await release.wait()
+        writer.write(ok(b"done"))
+
+    async with serving(held, held) as (_, url):
+        http = client(max_connections=1)
+        first = asyncio.create_task(post(http, url))
+        gone = asyncio.create_task(post(http, url))
+        last = asyncio.create_task(post(http, url))
+        await asyncio.sleep(0.05)
+        gone.cancel()
+        release.set()
+        assert await first == (200, b"done")
+        assert await last == (200, b"done")
+        assert gone.cancelled()
+        assert http.statistics().waiting == 0
+        await http.close()
+
+
+async def test_connecting_to_nothing_is_a_connection_error_and_a_slow_connect_times_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with serving() as (_, url):
+        pass  # closed: nothing listens there now
+    http = client()
+    with pytest.raises(HttpConnectionError, match="cannot connect"):
+        await post(http, url)
+    assert http.statistics().open == 0
+
+    loop = asyncio.get_running_loop()
+
+    async def slow(*args: object, **kwargs: object) -> None:
+        await asyncio.sleep(30)
+
+    monkeypatch.setattr(loop, "create_connection", slow)
+    http = HttpClient(max_connections=1, connect_timeout_s=0.05)
+    with pytest.raises(TimeoutError, match=r"took over 0\.05 s"):
+        await post(http, url)
+    assert http.statistics().open == 0
+
+
+async def test_a_header_with_a_line_break_is_refused_before_anything_is_sent() -> None:
+    async with serving() as (raw, url):
+        http = client()
+        with pytest.raises(ValueError, match="line break"):
+            await http.post(url, body=b"", headers={"X-Evil": "a\r\nHost: elsewhere"})
+        assert raw.requests == []
+        assert http.statistics().opened == 0
+
+
+async def test_a_closed_client_closes_its_idle_connections_and_refuses_calls() -> None:
+    async with serving(reply(ok(b"one"))) as (raw, url):
+        http = client()
+        await post(http, url)
+        await http.close()
+        await asyncio.sleep(0.05)
+        assert raw.open_now == 0
+        with pytest.raises(HttpConnectionError, match="closed"):
+            await post(http, url)
+
+
+def test_only_http_urls() -> None:
+    with pytest.raises(ValueError, match="not an http"):
+        asyncio.run(post(client(), "ftp://example.com/x"))
+
+
+async def test_https_is_verified_against_the_trusted_authorities() -> None:
+    import ssl
+
+    import trustme
+
+    authority = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(server_context)
+    raw = RawServer([reply(ok(b"secret"))])
+    server = await asyncio.start_server(raw.handle, "127.0.0.1", 0, ssl=server_context)
+    url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/embeddings"
+    try:
+        with pytest.raises(HttpConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+            await post(client(), url)  # the system's authorities do not know this one
+        trusting = ssl.create_default_context()
+        authority.configure_trust(trusting)
+        http = HttpClient(max_connections=1, connect_timeout_s=2, ssl_context=trusting)
+        assert await post(http, url) == (200, b"secret")
+        assert raw.requests[0].startswith(b"POST /v1/embeddings HTTP/1.1\r\n")
+        await http.close()
+    finally:
+        server.close()
