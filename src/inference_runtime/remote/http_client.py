@@ -176,7 +176,7 @@ class HttpClient:
         scheme, host, port = origin
         context = None
         if scheme == "https":
-            context = self._ssl_context or ssl.create_default_context()
+            context = self._ssl_context or _default_context()
         try:
             async with asyncio.timeout(self.connect_timeout_s):
                 _, connection = await loop.create_connection(
@@ -192,6 +192,15 @@ class HttpClient:
             ) from None
         except OSError as error:  # refused, unreachable, no such host, TLS
             raise HttpConnectionError(f"cannot connect to {host}:{port}: {error}") from error
+        if context is not None:
+            transport = connection.transport
+            tls = transport.get_extra_info("ssl_object") if transport is not None else None
+            chosen = tls.selected_alpn_protocol() if tls is not None else None
+            if chosen not in (None, "http/1.1"):  # a context of the caller's offered h2
+                connection.close()
+                raise HttpConnectionError(
+                    f"{host}:{port} chose {chosen}; this client speaks HTTP/1.1"
+                )
         self._opened += 1
         connection.origin = origin
         return connection
@@ -236,6 +245,19 @@ class HttpClient:
         else:
             target = _Target((scheme, host, port), head)
         return target
+
+
+_default_tls: ssl.SSLContext | None = None
+
+
+def _default_context() -> ssl.SSLContext:
+    """The system's authorities, and HTTP/1.1 asked for by ALPN (a server that offers h2 would
+    otherwise be free to pick it). Made once: loading the authorities takes milliseconds."""
+    global _default_tls
+    if _default_tls is None:
+        _default_tls = ssl.create_default_context()
+        _default_tls.set_alpn_protocols(["http/1.1"])
+    return _default_tls
 
 
 # the default headers a caller's header names leave to add, by those names

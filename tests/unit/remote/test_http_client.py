@@ -25,9 +25,12 @@ class RawServer:
         self.connections = 0
         self.open_now = 0
         self.most_open = 0
+        self.alpn: list[str | None] = []
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        tls = writer.get_extra_info("ssl_object")
+        self.alpn.append(tls.selected_alpn_protocol() if tls is not None else None)
         self.open_now += 1
         self.most_open = max(self.most_open, self.open_now)
         try:
@@ -317,6 +320,63 @@ async def test_https_is_verified_against_the_trusted_authorities() -> None:
         http = HttpClient(max_connections=1, connect_timeout_s=2, ssl_context=trusting)
         assert await post(http, url) == (200, b"secret")
         assert raw.requests[0].startswith(b"POST /v1/embeddings HTTP/1.1\r\n")
+        await http.close()
+    finally:
+        server.close()
+
+
+async def test_a_server_that_picks_http2_by_alpn_is_refused_not_misread() -> None:
+    import ssl
+
+    import trustme
+
+    authority = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(server_context)
+    server_context.set_alpn_protocols(["h2", "http/1.1"])  # prefers h2, as providers do
+    raw = RawServer([reply(ok(b"one"))])
+    server = await asyncio.start_server(raw.handle, "127.0.0.1", 0, ssl=server_context)
+    url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/x"
+    try:
+        offers_h2 = ssl.create_default_context()
+        authority.configure_trust(offers_h2)
+        offers_h2.set_alpn_protocols(["h2", "http/1.1"])
+        http = HttpClient(max_connections=1, connect_timeout_s=2, ssl_context=offers_h2)
+        with pytest.raises(HttpConnectionError, match="chose h2"):
+            await post(http, url)
+        assert http.statistics().open == 0
+        offers_h1 = ssl.create_default_context()
+        authority.configure_trust(offers_h1)
+        offers_h1.set_alpn_protocols(["http/1.1"])
+        http = HttpClient(max_connections=1, connect_timeout_s=2, ssl_context=offers_h1)
+        assert await post(http, url) == (200, b"one")
+        await http.close()
+    finally:
+        server.close()
+
+
+async def test_the_default_tls_context_asks_for_http1_so_an_h2_server_speaks_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import ssl
+
+    import trustme
+
+    from inference_runtime.remote import http_client
+
+    monkeypatch.setattr(http_client, "_default_tls", None)  # a fresh one, trusting the test's CA
+    authority = trustme.CA()
+    authority.configure_trust(http_client._default_context())
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(server_context)
+    server_context.set_alpn_protocols(["h2", "http/1.1"])
+    raw = RawServer([reply(ok(b"one"))])
+    server = await asyncio.start_server(raw.handle, "127.0.0.1", 0, ssl=server_context)
+    try:
+        http = client()
+        url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/x"
+        assert await post(http, url) == (200, b"one")
+        assert raw.alpn == ["http/1.1"]  # asked for, so chosen over the server's h2
         await http.close()
     finally:
         server.close()
