@@ -43,6 +43,7 @@ class HttpConnection(asyncio.Protocol):
         self.headers_done = False
         self.complete = False
         self.keep_alive = False
+        self._interim = False
         self._body: list[bytes] = []
         self._buffered = 0
 
@@ -79,12 +80,17 @@ class HttpConnection(asyncio.Protocol):
     # -- the parser's callbacks ----------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        # kept raw: most are never looked at (decoded on demand, see ``header_map``)
+        # kept raw: most are never looked at (decoded on demand by ``HttpResponse.headers``)
         self.raw_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         parser = self._parser
-        self.status = parser.get_status_code()
+        status = parser.get_status_code()
+        if status < 200:  # 100 Continue, 103 Early Hints: the answer is still to come
+            self._interim = True
+            self.raw_headers = []
+            return
+        self.status = status
         # false too for a body that ends with the connection: llhttp knows the framing
         self.keep_alive = parser.should_keep_alive()
         self.headers_done = True
@@ -99,6 +105,9 @@ class HttpConnection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
         self.complete = True
         self._wake()
 

@@ -145,6 +145,18 @@ async def test_connection_close_is_honoured_and_a_body_may_end_with_the_connecti
         await http.close()
 
 
+async def test_interim_answers_are_skipped_for_the_final_one() -> None:
+    interim = b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n"
+    async with serving(reply(interim + ok(b"final", b"X-Final: yes\r\n"))) as (_, url):
+        http = client()
+        async with await http.post(url, body=b"{}", headers={}) as response:
+            assert (response.status, await response.read()) == (200, b"final")
+            assert "link" not in response.headers
+            assert response.headers["x-final"] == "yes"
+        assert http.statistics().idle == 1  # read whole: reusable
+        await http.close()
+
+
 async def test_an_idle_connection_the_server_dropped_is_replaced() -> None:
     async with serving(reply(ok(b"one"), close=True), reply(ok(b"two"))) as (raw, url):
         http = client()
