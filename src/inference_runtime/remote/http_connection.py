@@ -32,7 +32,10 @@ class HttpConnection(asyncio.Protocol):
         self.idle_since = 0.0
         self.origin: tuple[str, str, int] = ("", "", 0)
         """The pool's key: scheme, host, port."""
-        self._parser: Any = None
+        # one per connection: llhttp goes on to the next response after one completes
+        self._parser: Any = httptools.HttpResponseParser(self)
+        self._reading = False
+        """A response is expected or being read."""
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
         self._reset()
@@ -54,7 +57,7 @@ class HttpConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        if self._parser is None:  # bytes nobody asked for: the connection cannot be trusted
+        if not self._reading:  # bytes nobody asked for: the connection cannot be trusted
             self.lost = HttpConnectionError("the upstream sent data outside a response")
             self.close()
             return
@@ -69,7 +72,7 @@ class HttpConnection(asyncio.Protocol):
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._parser is not None and self.headers_done and self._close_delimited():
+        if self._reading and self.headers_done and self._close_delimited():
             self.complete = True  # a body that ends with the connection ended well
         elif self.lost is None:
             reason = f": {exc}" if exc else ""
@@ -124,7 +127,7 @@ class HttpConnection(asyncio.Protocol):
         if transport is None or transport.is_closing() or self.lost is not None:
             raise HttpConnectionError("the connection to the upstream is closed")
         self._reset()
-        self._parser = httptools.HttpResponseParser(self)
+        self._reading = True
         transport.write(data)
 
     async def wait(self) -> None:
@@ -153,12 +156,12 @@ class HttpConnection(asyncio.Protocol):
 
     def finish(self) -> bool:
         """The response has been read whole: True when the connection may serve the next one."""
-        self._parser = None
+        self._reading = False
         self.idle_since = self._loop.time()
         return self.keep_alive and self.usable
 
     def close(self) -> None:
-        self._parser = None
+        self._reading = False
         if self.transport is not None:
             self.transport.close()
 
