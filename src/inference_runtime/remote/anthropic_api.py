@@ -25,6 +25,7 @@ import msgspec
 from inference_runtime.errors import RequestError, UnsupportedParameter, UpstreamError
 from inference_runtime.remote.config import RemoteConfig
 from inference_runtime.remote.sse import SSEEvent, SSEParser
+from inference_runtime.remote.upstream_errors import event_message
 from inference_runtime.types import EngineRequest, Secret, TokenChunk, Usage
 
 DEFAULT_MAX_TOKENS = 4096
@@ -271,10 +272,16 @@ class AnthropicStream:
     """Non-streamed replies are not read: an Anthropic call always streams."""
 
     def feed_read(self, parser: SSEParser, data: bytes) -> list[TokenChunk]:
-        """The chunks of one network read, as one batch."""
+        """The chunks of one network read, as one batch: all of them, or none (then no token
+        counts as sent, and a retry stays allowed)."""
         out: list[TokenChunk] = []
-        for event in parser.feed(data):
-            out += self.feed(event)
+        counted = self.chunks_out
+        try:
+            for event in parser.feed(data):
+                out += self.feed(event)
+        except BaseException:
+            self.chunks_out = counted
+            raise
         return out
 
     def feed_body(self, body: bytes) -> list[TokenChunk]:
@@ -332,7 +339,8 @@ class AnthropicStream:
         elif kind == "message_stop":
             self.done = True
         elif kind == "error":
-            raise UpstreamError(f"the upstream failed mid-stream: {_message(frame.get('error'))}")
+            message = event_message(frame.get("error"))
+            raise UpstreamError(f"the upstream failed mid-stream: {message}")
         return None
 
     def _emit(
@@ -366,9 +374,3 @@ def _call(index: int, function: dict[str, Any], call_id: str | None = None) -> d
     if call_id is not None:
         call["id"] = call_id
     return call
-
-
-def _message(error: object) -> str:
-    if isinstance(error, dict):
-        return str(error.get("message") or error.get("type") or "unknown error")
-    return str(error)

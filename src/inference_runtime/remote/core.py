@@ -112,9 +112,7 @@ class RemoteEngineCoreActor(ReplicaActor):
         self._loop = asyncio.get_running_loop()
         self._report_pending = False
         endpoint = self.config.base_url
-        self.breaker = BREAKERS.get(
-            self.deployment.runtime, endpoint, self.config.circuit_breaker, on_change=_log_change
-        )
+        self.breaker = BREAKERS.get(self.deployment.runtime, endpoint, self.config.circuit_breaker)
 
     # -- control messages --------------------------------------------------------------
 
@@ -255,20 +253,40 @@ class RemoteEngineCoreActor(ReplicaActor):
                 first_token_sent=stream.chunks_out > 0,
                 session_rebuilt=refreshed,
             )
+            if verdict.action is Action.REBUILD_SESSION and not refreshed:
+                refreshed = True
+                # a rotated key: read it again, for the retry (at once) or, when this request
+                # may not be retried, for the next one
+                self.runner.refresh_key()
+                if retry:
+                    continue
             if not retry:
                 self._failed(job, stream, _as_ours(verdict.error))
                 return
-            if verdict.action is Action.REBUILD_SESSION:
-                refreshed = True
-                self.runner.refresh_key()  # a rotated key: read it again, retry at once
-                continue
             await asyncio.sleep(
                 backoff_delay(policy, attempt, retry_after=verdict.retry_after, rng=self.rng)
             )
             attempt += 1
 
     async def _attempt(self, job: _Job, stream: ProviderStream) -> None:
+        """One call, judged by the circuit breaker; a call that ends without a verdict
+        (cancelled, refused by the rate limits) gives its half-open probe slot back."""
         self.breaker.before_request()
+        try:
+            await self._call(job, stream)
+        except UpstreamFailure as failure:
+            if failure.classification.counts_for_breaker:
+                self.breaker.record_failure()
+            else:
+                self.breaker.record_success()  # the upstream answered: it is up
+            raise
+        except BaseException:
+            self.breaker.release()
+            raise
+        self.breaker.record_success()
+
+    async def _call(self, job: _Job, stream: ProviderStream) -> None:
+        """The upstream call, under the rate limits."""
         permit = None
         if self.config.rate_limits is not None:
             limiter = LIMITERS.get(
@@ -292,19 +310,12 @@ class RemoteEngineCoreActor(ReplicaActor):
                 await call_upstream(
                     self.runner, self.provider, self.config, job.group, stream, job.emit
                 )
-        except UpstreamFailure as failure:
-            if failure.classification.counts_for_breaker:
-                self.breaker.record_failure()
-            else:
-                self.breaker.record_success()  # the upstream answered: it is up
-            raise
         finally:
             if permit is not None:
                 used = (
                     stream.usage.total_tokens if stream.usage else job.estimate + stream.chunks_out
                 )
                 permit.settle(used)
-        self.breaker.record_success()
 
     def _finished(self, job: _Job, stream: ProviderStream) -> None:
         if job.sink is None:
@@ -371,8 +382,3 @@ def _estimate_prompt(request: EngineRequest) -> int:
         content = message.content
         chars += len(content) if content.__class__ is str else len(message.text())
     return max(1, chars // 4)
-
-
-def _log_change(name: str, old: str, new: str) -> None:
-    level = logging.WARNING if new == "open" else logging.INFO
-    log.log(level, "circuit %s: %s -> %s", name, old, new)

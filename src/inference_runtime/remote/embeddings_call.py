@@ -33,7 +33,8 @@ async def call_embeddings(
     session: RemoteSession, config: RemoteConfig, embed: Embed
 ) -> EmbeddingResult:
     if session.http is None:
-        raise UpstreamFailure(classify_exception(ConnectionError("the session is closed")))
+        closed = ConnectionError("the session is closed")
+        raise UpstreamFailure(classify_exception(closed, provider=session.provider))
     body: dict[str, Any] = {
         "model": config.model,
         "input": [i if isinstance(i, str) else list(i) for i in embed.inputs],
@@ -60,7 +61,7 @@ async def call_embeddings(
     except UpstreamFailure:
         raise
     except (TimeoutError, ConnectionError, OSError) as error:
-        raise UpstreamFailure(classify_exception(error)) from error
+        raise UpstreamFailure(classify_exception(error, provider=session.provider)) from error
     try:
         return _result(payload, len(embed.inputs))
     except (UpstreamError, msgspec.DecodeError, KeyError, TypeError, ValueError) as error:

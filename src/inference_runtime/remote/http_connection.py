@@ -9,6 +9,7 @@ the connection reusable; anything else (a cancel, a cut, a malformed answer) clo
 from __future__ import annotations
 
 import asyncio
+import functools
 import zlib
 from collections.abc import Callable
 from typing import Any, cast
@@ -17,6 +18,11 @@ import httptools
 
 # a reader that falls behind this much stops the socket's reads until it catches up
 _PAUSE_AT = 1 << 20
+
+DRAIN_S = 0.5
+"""How long the end of a response the reader is done with may take to come before its
+connection is closed rather than reused (a stream's terminator follows its last event at once;
+meanwhile the connection holds its place in the pool)."""
 
 
 class HttpConnectionError(ConnectionError):
@@ -38,6 +44,8 @@ class HttpConnection(asyncio.Protocol):
         """A response is expected or being read."""
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
+        self._drained: Callable[[bool], None] | None = None
+        self._drain_timer: asyncio.TimerHandle | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -78,6 +86,8 @@ class HttpConnection(asyncio.Protocol):
             reason = f": {exc}" if exc else ""
             self.lost = HttpConnectionError(f"the upstream closed the connection{reason}")
         self.transport = None
+        if self._drained is not None:
+            self._end_drain(False)
         self._wake()
 
     # -- the parser's callbacks ----------------------------------------------------------------
@@ -100,6 +110,8 @@ class HttpConnection(asyncio.Protocol):
         self._wake()
 
     def on_body(self, body: bytes) -> None:
+        if self._drained is not None:
+            return  # the reader is done with it
         self._body.append(body)
         self._buffered += len(body)
         if self._buffered > _PAUSE_AT and not self._paused and self.transport is not None:
@@ -112,6 +124,8 @@ class HttpConnection(asyncio.Protocol):
             self._interim = False
             return
         self.complete = True
+        if self._drained is not None:
+            self._end_drain(True)
         self._wake()
 
     # -- the reader's side ---------------------------------------------------------------------
@@ -164,6 +178,31 @@ class HttpConnection(asyncio.Protocol):
         self._reading = False
         if self.transport is not None:
             self.transport.close()
+
+    def drain(self, done: Callable[[bool], None]) -> None:
+        """The reader is done with a response whose end has not come yet (a stream read up to
+        its last event, before the body's terminator): what more comes of it is dropped, and
+        ``done(reusable)`` is called once, when it ends (True, unless the upstream closes
+        after it), breaks, or has not ended within ``DRAIN_S`` (then the connection closes)."""
+        self._body.clear()
+        self._buffered = 0
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        self._drained = done
+        self._drain_timer = self._loop.call_later(DRAIN_S, self._end_drain, False)
+
+    def _end_drain(self, ended: bool) -> None:
+        done, self._drained = self._drained, None
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
+        if done is None:
+            return
+        reusable = ended and self.finish()
+        if not reusable:
+            self.close()
+        done(reusable)
 
     def _close_delimited(self) -> bool:
         names = {name.lower() for name, _ in self.raw_headers}
@@ -274,9 +313,16 @@ class HttpResponse:
     async def __aenter__(self) -> HttpResponse:
         return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
+    async def __aexit__(self, error_type: type[BaseException] | None, *rest: object) -> None:
         connection = self._connection
-        if connection is not None and connection.complete:
+        if connection is None:
+            return
+        if connection.complete:
             self._finish()  # the whole message came: what was left unread does not matter
+        elif error_type is None and connection.lost is None:
+            # the reader has what it wanted (a stream's last event); the body's end is on
+            # its way: the connection goes back to the pool when it comes, not closed now
+            self._connection = None
+            connection.drain(functools.partial(self._release, connection))
         else:
             self.close()

@@ -23,6 +23,7 @@ import msgspec
 from inference_runtime.errors import UpstreamError
 from inference_runtime.remote.config import RemoteConfig
 from inference_runtime.remote.sse import SSEEvent, SSEParser
+from inference_runtime.remote.upstream_errors import event_message
 from inference_runtime.types import EngineRequest, Secret, TokenChunk, Usage, WordRun
 
 _encode = msgspec.json.Encoder().encode
@@ -253,7 +254,7 @@ class OpenAIStream:
 
     def _frame(self, frame: _Frame | _DeltaFrame, out: list[TokenChunk]) -> None:
         if frame.error is not msgspec.UNSET:
-            raise UpstreamError(f"the upstream failed mid-stream: {_message(frame.error)}")
+            raise UpstreamError(f"the upstream failed mid-stream: {event_message(frame.error)}")
         usage = frame.usage
         if usage is not None:
             self.usage = Usage(
@@ -369,9 +370,3 @@ def _indexed(calls: Any) -> Any:
         {"index": i, **call} if isinstance(call, dict) and "index" not in call else call
         for i, call in enumerate(calls)
     ]
-
-
-def _message(error: object) -> str:
-    if isinstance(error, dict):
-        return str(error.get("message") or error.get("type") or "unknown error")
-    return str(error)

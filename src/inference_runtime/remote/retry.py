@@ -151,7 +151,7 @@ def classify_response(
     return Classification(action, error, row.counts_for_breaker, retry_after)
 
 
-def classify_exception(error: BaseException, *, provider: str = "upstream") -> Classification:
+def classify_exception(error: BaseException, *, provider: str) -> Classification:
     """Classify what an upstream call raised instead of answering.
 
     Our own errors (a malformed-SSE ``UpstreamError``, ``CircuitOpen``) pass through as FAIL:

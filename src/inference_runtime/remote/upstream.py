@@ -49,7 +49,8 @@ async def call_upstream(
     """Call the upstream for ``group`` and hand its chunks to ``emit``, one batch per network
     read. A client that does not stream gets one non-streamed call, where the provider can."""
     if session.http is None:
-        raise UpstreamFailure(classify_exception(ConnectionError("the session is closed")))
+        closed = ConnectionError("the session is closed")
+        raise UpstreamFailure(classify_exception(closed, provider=session.provider))
     whole = provider.whole_body and not group[0].stream
     url, headers, body = provider.build_request(
         group, config=config, key=session.key, stream=not whole
@@ -83,7 +84,7 @@ async def call_upstream(
     except UpstreamError as error:  # malformed SSE or body, an error event mid-stream
         raise UpstreamFailure(Classification(Action.RETRY, error, True)) from error
     except (TimeoutError, ConnectionError, OSError) as error:
-        raise UpstreamFailure(classify_exception(error)) from error
+        raise UpstreamFailure(classify_exception(error, provider=session.provider)) from error
     if not stream.done and len(stream.finished) < len(group):
         cut = UpstreamError("the upstream closed the stream before it finished")
         raise UpstreamFailure(Classification(Action.RETRY, cut, True))

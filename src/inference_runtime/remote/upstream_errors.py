@@ -35,6 +35,19 @@ def redact(text: str) -> str:
     return _SECRETS.sub("[redacted]", text)
 
 
+def event_message(error: object) -> str:
+    """The message of an error event in an upstream's stream (OpenAI's ``error`` field,
+    Anthropic's ``error`` event), redacted and cut like an error body's."""
+    if isinstance(error, Mapping):
+        text = str(error.get("message") or error.get("type") or "unknown error")
+    else:
+        text = str(error)
+    text = redact(" ".join(text.split()))
+    if len(text) > MAX_MESSAGE_CHARS:
+        text = text[: MAX_MESSAGE_CHARS - 3] + "..."
+    return text
+
+
 @dataclass(frozen=True, slots=True)
 class UpstreamDetail:
     """What an error body says, as far as it says it."""

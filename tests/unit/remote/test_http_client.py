@@ -135,6 +135,59 @@ def test_framing_and_keep_alive_on_either_event_loop(loop: str) -> None:
     run(_chunks_arrive_as_they_are_sent_and_the_connection_is_reused(), choice=loop)  # type: ignore[arg-type]
 
 
+def stream_then_end(end_after_s: float | None) -> Script:
+    """A stream whose last event comes at once and whose terminator comes later, or never."""
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        writer.write(b"e\r\ndata: [DONE]\n\n\r\n")
+        await writer.drain()
+        if end_after_s is None:
+            await asyncio.sleep(30)
+            return
+        await asyncio.sleep(end_after_s)
+        writer.write(b"0\r\n\r\n")
+
+    return script
+
+
+async def read_to_done(http: HttpClient, url: str) -> None:
+    async with await http.post(url, body=b"{}", headers={}) as response:
+        seen = b""
+        while b"[DONE]" not in seen:
+            seen += await response.read_some()
+        # left here, as a stream's reader leaves at its last event
+
+
+async def test_a_stream_left_at_its_last_event_goes_back_to_the_pool_when_its_end_comes() -> None:
+    async with serving(stream_then_end(0.03), stream_then_end(0.0), reply(ok(b"3"))) as (raw, url):
+        http = client()
+        await read_to_done(http, url)
+        assert http.statistics().idle == 0  # its end is still on the way
+        await asyncio.sleep(0.1)
+        assert http.statistics().idle == 1
+        await read_to_done(http, url)
+        await asyncio.sleep(0.05)
+        assert await post(http, url) == (200, b"3")
+        assert raw.connections == 1
+        await http.close()
+
+
+async def test_a_stream_whose_end_never_comes_is_closed_and_its_slot_freed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from inference_runtime.remote import http_connection
+
+    monkeypatch.setattr(http_connection, "DRAIN_S", 0.05)
+    async with serving(stream_then_end(None), reply(ok(b"next"))) as (raw, url):
+        http = client(max_connections=1)
+        await read_to_done(http, url)
+        assert http.statistics().open == 1
+        assert await post(http, url) == (200, b"next")  # waited for the slot, on a new one
+        assert raw.connections == 2
+        await http.close()
+
+
 async def test_connection_close_is_honoured_and_a_body_may_end_with_the_connection() -> None:
     closing = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nto the end"
     async with serving(reply(closing, close=True), reply(ok(b"new"))) as (raw, url):

@@ -9,6 +9,7 @@ import pytest
 
 from inference_runtime import errors
 from inference_runtime.remote import STATUS_TABLE, Action, classify_exception, classify_response
+from inference_runtime.remote.http_client import HttpConnectionError
 from inference_runtime.remote.upstream_errors import parse_error_body, redact
 
 NOW = 1_700_000_000.0
@@ -206,6 +207,7 @@ def test_long_or_binary_bodies_are_cut_and_printable() -> None:
         (aiohttp.ServerDisconnectedError(), Action.RETRY, errors.UpstreamError, True),
         (aiohttp.ClientPayloadError("cut"), Action.RETRY, errors.UpstreamError, True),
         (ConnectionResetError(104, "reset"), Action.RETRY, errors.UpstreamError, True),
+        (HttpConnectionError("closed"), Action.RETRY, errors.UpstreamError, True),
         (ValueError("bug"), Action.FAIL, errors.UpstreamError, False),
     ],
 )
@@ -215,7 +217,7 @@ def test_exception_row(
     error: type[errors.InferenceRuntimeError],
     counts: bool,
 ) -> None:
-    result = classify_exception(raised)
+    result = classify_exception(raised, provider="openai")
     assert result.action is action
     assert type(result.error) is error
     assert result.counts_for_breaker is counts
@@ -224,7 +226,7 @@ def test_exception_row(
 
 def test_our_own_errors_pass_through_as_fail() -> None:
     own = errors.UpstreamError("malformed SSE: event larger than 10 bytes")
-    result = classify_exception(own)
+    result = classify_exception(own, provider="openai")
     assert result.action is Action.FAIL and result.error is own
     assert not result.counts_for_breaker
 
@@ -242,4 +244,4 @@ def test_client_response_error_uses_the_status_table() -> None:
 
 def test_exception_messages_are_redacted() -> None:
     raised = aiohttp.ClientConnectionError("failed for https://h/v1?api_key=topsecret")
-    assert "topsecret" not in str(classify_exception(raised).error)
+    assert "topsecret" not in str(classify_exception(raised, provider="openai").error)
