@@ -145,15 +145,16 @@ class HttpConnection(asyncio.Protocol):
         transport.write(data)
 
     async def wait(self) -> None:
-        """Until something new arrives (headers, body, the end) or the connection breaks."""
-        if self.lost is not None:
+        """Until something new arrives (headers, body, the end) or the connection breaks
+        (a break after the response came whole spoils the connection, not the response)."""
+        if self.lost is not None and not self.complete:
             raise self.lost
         waiter = self._waiter = self._loop.create_future()
         try:
             await waiter
         finally:
             self._waiter = None
-        if self.lost is not None:
+        if self.lost is not None and not self.complete:
             raise self.lost
 
     def take_body(self) -> bytes:

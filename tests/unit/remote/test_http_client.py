@@ -254,6 +254,15 @@ async def test_a_malformed_answer_is_a_connection_error(answer: bytes, match: st
         await http.close()
 
 
+async def test_junk_after_a_whole_answer_spoils_the_connection_not_the_answer() -> None:
+    async with serving(reply(ok(b"whole") + b"junk\r\n\r\n"), reply(ok(b"next"))) as (raw, url):
+        http = client()
+        assert await post(http, url) == (200, b"whole")
+        assert await post(http, url) == (200, b"next")
+        assert raw.connections == 2
+        await http.close()
+
+
 async def test_a_gzipped_body_is_decoded() -> None:
     packed = gzip.compress(b'{"text": "' + b"word " * 200 + b'"}')
     answer = ok(packed, b"Content-Encoding: gzip\r\n")
