@@ -42,7 +42,7 @@ from inference_runtime.remote.circuit import CircuitBreakers
 from inference_runtime.remote.config import RemoteConfig
 from inference_runtime.remote.embeddings_call import call_embeddings
 from inference_runtime.remote.providers import ProviderStream, provider_for
-from inference_runtime.remote.ratelimit import RateLimiters
+from inference_runtime.remote.ratelimit import Permit, RateLimiters
 from inference_runtime.remote.retry import Action, backoff_delay, may_retry
 from inference_runtime.remote.upstream import UpstreamFailure, call_upstream
 from inference_runtime.types import EngineRequest, ReplicaState, TokenChunk, Usage
@@ -269,11 +269,26 @@ class RemoteEngineCoreActor(ReplicaActor):
             attempt += 1
 
     async def _attempt(self, job: _Job, stream: ProviderStream) -> None:
-        """One call, judged by the circuit breaker; a call that ends without a verdict
-        (cancelled, refused by the rate limits) gives its half-open probe slot back."""
+        """One call under the rate limits, judged by the circuit breaker; a call that ends
+        without a verdict (cancelled, refused by the rate limits) gives its half-open probe
+        slot back."""
         self.breaker.before_request()
         try:
-            await self._call(job, stream)
+            permit = await self._permit(job) if self.config.rate_limits is not None else None
+            try:
+                if job.embed is not None:
+                    answer = await call_embeddings(self.runner, self.config, job.embed)
+                    if job.result is not None and not job.result.done():
+                        job.result.set_result(answer)
+                else:
+                    assert job.sink is not None
+                    await call_upstream(
+                        self.runner, self.provider, self.config, job.group, stream, job.emit
+                    )
+            finally:
+                if permit is not None:
+                    usage = stream.usage
+                    permit.settle(usage.total_tokens if usage else job.estimate + stream.chunks_out)
         except UpstreamFailure as failure:
             if failure.classification.counts_for_breaker:
                 self.breaker.record_failure()
@@ -285,37 +300,14 @@ class RemoteEngineCoreActor(ReplicaActor):
             raise
         self.breaker.record_success()
 
-    async def _call(self, job: _Job, stream: ProviderStream) -> None:
-        """The upstream call, under the rate limits."""
-        permit = None
-        if self.config.rate_limits is not None:
-            limiter = LIMITERS.get(
-                self.deployment.runtime,
-                self.runner.key,
-                self.config.model,
-                self.config.rate_limits,
-            )
-            max_tokens = (job.group[0].sampling.max_tokens or 256) if job.group else 0
-            deadline = asyncio.get_running_loop().time() + self.deployment.serving.queue_timeout_s
-            permit = await limiter.acquire(
-                job.estimate + max_tokens * len(job.group), deadline=deadline
-            )
-        try:
-            if job.embed is not None:
-                answer = await call_embeddings(self.runner, self.config, job.embed)
-                if job.result is not None and not job.result.done():
-                    job.result.set_result(answer)
-            else:
-                assert job.sink is not None
-                await call_upstream(
-                    self.runner, self.provider, self.config, job.group, stream, job.emit
-                )
-        finally:
-            if permit is not None:
-                used = (
-                    stream.usage.total_tokens if stream.usage else job.estimate + stream.chunks_out
-                )
-                permit.settle(used)
+    async def _permit(self, job: _Job) -> Permit:
+        assert self.config.rate_limits is not None
+        limiter = LIMITERS.get(
+            self.deployment.runtime, self.runner.key, self.config.model, self.config.rate_limits
+        )
+        max_tokens = (job.group[0].sampling.max_tokens or 256) if job.group else 0
+        deadline = asyncio.get_running_loop().time() + self.deployment.serving.queue_timeout_s
+        return await limiter.acquire(job.estimate + max_tokens * len(job.group), deadline=deadline)
 
     def _finished(self, job: _Job, stream: ProviderStream) -> None:
         if job.sink is None:
