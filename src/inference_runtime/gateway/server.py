@@ -59,6 +59,14 @@ _encode = msgspec.json.Encoder().encode
 _SHUTDOWN_TIMEOUT_S = 2.0
 
 
+class _EventStream(web.StreamResponse):
+    """An SSE response whose headers wait for the first bytes of the body and go out with
+    them: one write, one packet less per stream. (aiohttp's own ``Response`` buffers them the
+    same way; a ``StreamResponse`` sends them at ``prepare`` unless told otherwise.)"""
+
+    _send_headers_immediately = False
+
+
 def _json(body: Any, status: int = 200) -> web.Response:
     return web.Response(body=_encode(body), status=status, content_type="application/json")
 
@@ -339,7 +347,7 @@ class GatewayServer:
         batch = await flow.next_batch()
         if not batch and stream.error is not None:
             return _error(stream.error)  # nothing sent yet: a real HTTP status
-        response = web.StreamResponse(headers={**_SSE_HEADERS, **_replica(stream)})
+        response = _EventStream(headers={**_SSE_HEADERS, **_replica(stream)})
         await response.prepare(request)  # the headers go out with the first bytes of the body
         frames = b""
         while batch:
