@@ -13,6 +13,7 @@ import pytest
 from inference_runtime import Runtime
 from inference_runtime.testing.mock_upstream import MockUpstream
 from inference_runtime.testing.mock_upstream_faults import Fault
+from support.remote import anthropic
 from support.runtime import client, serve, wait_healthy
 
 USER = [{"role": "user", "content": "hello upstream"}]
@@ -28,17 +29,7 @@ async def upstream(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[MockUpstrea
 
 @pytest.fixture
 async def runtime(upstream: MockUpstream) -> AsyncIterator[Runtime]:
-    deployment = {
-        "name": "claude",
-        "runtime": "anthropic",
-        "runtime_config": {
-            "base_url": upstream.url,
-            "api_key_env": "ANTHROPIC_TEST_KEY",
-            "model": "claude-upstream",
-            "retry": {"initial_backoff_s": 0.01, "max_backoff_s": 0.1},
-        },
-    }
-    async with serve(deployment) as running:
+    async with serve(anthropic(upstream, key_env="ANTHROPIC_TEST_KEY")) as running:
         await wait_healthy(running, "claude", 1)
         yield running
 

@@ -14,7 +14,7 @@ import pytest
 
 from inference_runtime.testing.mock_upstream import MockUpstream
 from inference_runtime.testing.mock_upstream_faults import Fault
-from support.remote import remote
+from support.remote import anthropic, remote
 from support.runtime import base_url, client, serve, wait_healthy
 
 USER = [{"role": "user", "content": "hello upstream"}]
@@ -95,17 +95,7 @@ async def test_an_error_event_repeating_the_key_reaches_the_client_redacted(
 
 @pytest.fixture
 async def claude(upstream: MockUpstream) -> AsyncIterator[Any]:
-    deployment = {
-        "name": "claude",
-        "runtime": "anthropic",
-        "runtime_config": {
-            "base_url": upstream.url,
-            "api_key_env": "MOCK_KEY",
-            "model": "claude-upstream",
-            "retry": {"initial_backoff_s": 0.01, "max_backoff_s": 0.1},
-        },
-    }
-    async with serve(deployment) as running:
+    async with serve(anthropic(upstream, key_env="MOCK_KEY")) as running:
         await wait_healthy(running, "claude", 1)
         yield running
 

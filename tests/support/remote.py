@@ -25,3 +25,18 @@ def remote(upstream: MockUpstream, name: str = "gpt", **config: Any) -> dict[str
         },
         **top,
     }
+
+
+def anthropic(upstream: MockUpstream, *, key_env: str, name: str = "claude") -> dict[str, Any]:
+    """A ``runtime: anthropic`` deployment pointed at ``upstream``, its key read from
+    ``key_env``; retries back off 10 ms first."""
+    return {
+        "name": name,
+        "runtime": "anthropic",
+        "runtime_config": {
+            "base_url": upstream.url,
+            "api_key_env": key_env,
+            "model": "claude-upstream",
+            "retry": {"initial_backoff_s": 0.01, "max_backoff_s": 0.1},
+        },
+    }

@@ -5,86 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 
 import pytest
 
 from inference_runtime.event_loop import run
 from inference_runtime.remote.http_client import HttpClient, HttpConnectionError
-
-Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-class RawServer:
-    """Answers each request (read whole first) with the next script; records what it got."""
-
-    def __init__(self, scripts: list[Script]) -> None:
-        self.scripts = scripts
-        self.requests: list[bytes] = []
-        self.connections = 0
-        self.open_now = 0
-        self.most_open = 0
-        self.alpn: list[str | None] = []
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        tls = writer.get_extra_info("ssl_object")
-        self.alpn.append(tls.selected_alpn_protocol() if tls is not None else None)
-        self.open_now += 1
-        self.most_open = max(self.most_open, self.open_now)
-        try:
-            while True:
-                try:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                except (asyncio.IncompleteReadError, ConnectionError):
-                    return
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                self.requests.append(head + await reader.readexactly(length))
-                await self.scripts.pop(0)(reader, writer)
-                if writer.is_closing():
-                    return
-        finally:
-            self.open_now -= 1
-            writer.close()
-
-
-@asynccontextmanager
-async def serving(*scripts: Script) -> AsyncIterator[tuple[RawServer, str]]:
-    raw = RawServer(list(scripts))
-    server = await asyncio.start_server(raw.handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        yield raw, f"http://127.0.0.1:{port}/v1/chat/completions"
-    finally:
-        server.close()
-
-
-def reply(data: bytes, *, close: bool = False) -> Script:
-    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(data)
-        await writer.drain()
-        if close:
-            writer.close()
-
-    return script
-
-
-def ok(body: bytes, *extra: bytes) -> bytes:
-    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + b"".join(extra)
-    return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
-
-
-def client(**kwargs: float) -> HttpClient:
-    return HttpClient(max_connections=int(kwargs.get("max_connections", 4)), connect_timeout_s=2)
-
-
-async def post(http: HttpClient, url: str, body: bytes = b"{}") -> tuple[int, bytes]:
-    async with await http.post(url, body=body, headers={"Authorization": "Bearer k"}) as response:
-        return response.status, await response.read()
+from support.raw_http import Script, client, held_until, ok, post, reply, serving
 
 
 async def _a_length_delimited_answer_and_what_was_sent() -> None:
@@ -188,11 +114,19 @@ async def test_a_stream_whose_end_never_comes_is_closed_and_its_slot_freed(
         await http.close()
 
 
-async def test_connection_close_is_honoured_and_a_body_may_end_with_the_connection() -> None:
-    closing = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nto the end"
-    async with serving(reply(closing, close=True), reply(ok(b"new"))) as (raw, url):
+@pytest.mark.parametrize(
+    ("first", "body"),
+    [
+        # Connection: close, and a body that ends with the connection
+        (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nto the end", b"to the end"),
+        (ok(b"one"), b"one"),  # keep-alive said, then closed anyway while idle
+    ],
+)
+async def test_a_connection_the_server_ends_is_replaced(first: bytes, body: bytes) -> None:
+    async with serving(reply(first, close=True), reply(ok(b"new"))) as (raw, url):
         http = client()
-        assert await post(http, url) == (200, b"to the end")
+        assert await post(http, url) == (200, body)
+        await asyncio.sleep(0.05)
         assert await post(http, url) == (200, b"new")
         assert raw.connections == 2
         await http.close()
@@ -207,16 +141,6 @@ async def test_interim_answers_are_skipped_for_the_final_one() -> None:
             assert "link" not in response.headers
             assert response.headers["x-final"] == "yes"
         assert http.statistics().idle == 1  # read whole: reusable
-        await http.close()
-
-
-async def test_an_idle_connection_the_server_dropped_is_replaced() -> None:
-    async with serving(reply(ok(b"one"), close=True), reply(ok(b"two"))) as (raw, url):
-        http = client()
-        assert await post(http, url) == (200, b"one")  # keep-alive said, then closed anyway
-        await asyncio.sleep(0.05)
-        assert await post(http, url) == (200, b"two")
-        assert raw.connections == 2
         await http.close()
 
 
@@ -276,11 +200,7 @@ async def test_a_gzipped_body_is_decoded() -> None:
 async def test_the_pool_never_opens_more_than_its_bound_and_serves_every_waiter() -> None:
     release = asyncio.Event()
 
-    async def held(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await release.wait()
-        writer.write(ok(b"done"))
-
-    async with serving(*[held] * 6) as (raw, url):
+    async with serving(*[held_until(release)] * 6) as (raw, url):
         http = client(max_connections=2)
         calls = [asyncio.create_task(post(http, url)) for _ in range(6)]
         await asyncio.sleep(0.1)
@@ -309,11 +229,7 @@ async def test_a_cancelled_call_closes_its_connection_and_frees_its_slot() -> No
 async def test_a_cancelled_waiter_leaves_the_queue_and_the_others_are_served() -> None:
     release = asyncio.Event()
 
-    async def held(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await release.wait()
-        writer.write(ok(b"done"))
-
-    async with serving(held, held) as (_, url):
+    async with serving(held_until(release), held_until(release)) as (_, url):
         http = client(max_connections=1)
         first = asyncio.create_task(post(http, url))
         gone = asyncio.create_task(post(http, url))
@@ -373,84 +289,3 @@ async def test_a_closed_client_closes_its_idle_connections_and_refuses_calls() -
 def test_only_http_urls() -> None:
     with pytest.raises(ValueError, match="not an http"):
         asyncio.run(post(client(), "ftp://example.com/x"))
-
-
-async def test_https_is_verified_against_the_trusted_authorities() -> None:
-    import ssl
-
-    import trustme
-
-    authority = trustme.CA()
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    authority.issue_cert("127.0.0.1").configure_cert(server_context)
-    raw = RawServer([reply(ok(b"secret"))])
-    server = await asyncio.start_server(raw.handle, "127.0.0.1", 0, ssl=server_context)
-    url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/embeddings"
-    try:
-        with pytest.raises(HttpConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
-            await post(client(), url)  # the system's authorities do not know this one
-        trusting = ssl.create_default_context()
-        authority.configure_trust(trusting)
-        http = HttpClient(max_connections=1, connect_timeout_s=2, ssl_context=trusting)
-        assert await post(http, url) == (200, b"secret")
-        assert raw.requests[0].startswith(b"POST /v1/embeddings HTTP/1.1\r\n")
-        await http.close()
-    finally:
-        server.close()
-
-
-async def test_a_server_that_picks_http2_by_alpn_is_refused_not_misread() -> None:
-    import ssl
-
-    import trustme
-
-    authority = trustme.CA()
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    authority.issue_cert("127.0.0.1").configure_cert(server_context)
-    server_context.set_alpn_protocols(["h2", "http/1.1"])  # prefers h2, as providers do
-    raw = RawServer([reply(ok(b"one"))])
-    server = await asyncio.start_server(raw.handle, "127.0.0.1", 0, ssl=server_context)
-    url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/x"
-    try:
-        offers_h2 = ssl.create_default_context()
-        authority.configure_trust(offers_h2)
-        offers_h2.set_alpn_protocols(["h2", "http/1.1"])
-        http = HttpClient(max_connections=1, connect_timeout_s=2, ssl_context=offers_h2)
-        with pytest.raises(HttpConnectionError, match="chose h2"):
-            await post(http, url)
-        assert http.statistics().open == 0
-        offers_h1 = ssl.create_default_context()
-        authority.configure_trust(offers_h1)
-        offers_h1.set_alpn_protocols(["http/1.1"])
-        http = HttpClient(max_connections=1, connect_timeout_s=2, ssl_context=offers_h1)
-        assert await post(http, url) == (200, b"one")
-        await http.close()
-    finally:
-        server.close()
-
-
-async def test_the_default_tls_context_asks_for_http1_so_an_h2_server_speaks_it(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    import ssl
-
-    import trustme
-
-    from inference_runtime.remote import http_client
-
-    monkeypatch.setattr(http_client, "_default_tls", None)  # a fresh one, trusting the test's CA
-    authority = trustme.CA()
-    authority.configure_trust(http_client._default_context())
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    authority.issue_cert("127.0.0.1").configure_cert(server_context)
-    server_context.set_alpn_protocols(["h2", "http/1.1"])
-    raw = RawServer([reply(ok(b"one"))])
-    server = await asyncio.start_server(raw.handle, "127.0.0.1", 0, ssl=server_context)
-    try:
-        http = client()
-        url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/x"
-        assert await post(http, url) == (200, b"one")
-        assert raw.alpn == ["http/1.1"]  # asked for, so chosen over the server's h2
-        await http.close()
-    finally:
-        server.close()
