@@ -168,7 +168,11 @@ class HttpClient:
                     self._wake_one(pool)  # a free slot was ours: pass it on
                 raise
             if handed is not None:
-                return handed  # else a slot came free: go round and open one
+                if handed.usable:
+                    return handed
+                handed.close()  # dropped by the server on its way to us: it frees a slot
+                pool.open -= 1
+            # else a slot came free: go round and open one
 
     async def _connect(
         self, origin: tuple[str, str, int], loop: asyncio.AbstractEventLoop
