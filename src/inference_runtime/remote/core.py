@@ -15,7 +15,6 @@ import asyncio
 import functools
 import heapq
 import itertools
-import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,8 +45,6 @@ from inference_runtime.remote.ratelimit import Permit, RateLimiters
 from inference_runtime.remote.retry import Action, backoff_delay, may_retry
 from inference_runtime.remote.upstream import UpstreamFailure, call_upstream
 from inference_runtime.types import EngineRequest, ReplicaState, TokenChunk, Usage
-
-log = logging.getLogger("inference_runtime.remote")
 
 BREAKERS = CircuitBreakers()
 """Process-wide: one breaker per (provider, endpoint), whatever deployment calls it."""
