@@ -11,8 +11,8 @@ workers (1, 16, 64) post a chat request and read the answer whole, through each 
 
 - *ours*: ``remote/http_client.py`` (HTTP/1.1, a keep-alive pool), what the engines use;
 - *aiohttp*: ``aiohttp.ClientSession`` (HTTP/1.1), what they used before;
-- *httpx h1* / *httpx h2*: ``httpx.AsyncClient(http2=False / True)``; the only maintained Python
-  async client that speaks HTTP/2 (through ``h2``). Every answer's protocol is checked.
+- *httpx h1* / *httpx h2*: ``httpx.AsyncClient(http2=False / True)``, the asyncio client Python
+  projects use for HTTP/2 (through ``h2``). Every answer's protocol is checked.
 
 For each it reports requests/s, p50 latency at concurrency 1 and, the figure that matters for a
 proxy whose CPU is the bottleneck, the client's CPU per request (this process's CPU time over
