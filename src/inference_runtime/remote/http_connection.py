@@ -162,12 +162,16 @@ class HttpConnection(asyncio.Protocol):
         if not body:
             return b""
         data = body[0] if len(body) == 1 else b"".join(body)
-        body.clear()
+        self._clear_body()
+        return data
+
+    def _clear_body(self) -> None:
+        """Nothing buffered any more: reads paused for a reader behind go on."""
+        self._body.clear()
         self._buffered = 0
         if self._paused and self.transport is not None:
             self._paused = False
             self.transport.resume_reading()
-        return data
 
     def finish(self) -> bool:
         """The response has been read whole: True when the connection may serve the next one."""
@@ -185,11 +189,7 @@ class HttpConnection(asyncio.Protocol):
         its last event, before the body's terminator): what more comes of it is dropped, and
         ``done(reusable)`` is called once, when it ends (True, unless the upstream closes
         after it), breaks, or has not ended within ``DRAIN_S`` (then the connection closes)."""
-        self._body.clear()
-        self._buffered = 0
-        if self._paused and self.transport is not None:
-            self._paused = False
-            self.transport.resume_reading()
+        self._clear_body()
         self._drained = done
         self._drain_timer = self._loop.call_later(DRAIN_S, self._end_drain, False)
 
