@@ -18,6 +18,8 @@ program (a bad name, an actor that cannot even start).
     │   └── ModelNotFound                         final       404 model_not_found
     ├── Conflict                                  final       409 (the admin API: exists)
     ├── RequestTooLarge                           final       413
+    ├── UnsupportedMediaType                      final       415 (a body that is not JSON)
+    ├── RequestFailedReplicas                     final       500 request_failed_replica
     ├── Backpressure                              retryable   429 + Retry-After
     │   ├── MailboxFull                           retryable   (an actor's bounded mailbox)
     │   ├── RateLimited                           retryable   429 rate_limit_exceeded
@@ -131,6 +133,19 @@ class Conflict(InferenceRuntimeError):
 
 class RequestTooLarge(InferenceRuntimeError):
     """The body is over the gateway's limit."""
+
+
+class UnsupportedMediaType(InferenceRuntimeError):
+    """The body's ``Content-Type`` is not ``application/json``."""
+
+
+class RequestFailedReplicas(InferenceRuntimeError):
+    """The request was in the failing step of two replicas: it is the likely cause (a query of
+    death), so it is answered with this final error and never tried on a third."""
+
+    def __init__(self, message: str, *, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
 
 
 class Backpressure(InferenceRuntimeError):

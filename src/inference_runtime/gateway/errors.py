@@ -26,6 +26,8 @@ _TABLE: tuple[tuple[type[BaseException], int, str, str | None], ...] = (
     (e.NotFound, 404, "not_found_error", "not_found"),
     (e.Conflict, 409, "invalid_request_error", "conflict"),
     (e.RequestTooLarge, 413, "invalid_request_error", "request_too_large"),
+    (e.UnsupportedMediaType, 415, "invalid_request_error", "unsupported_media_type"),
+    (e.RequestFailedReplicas, 500, "server_error", "request_failed_replica"),
     (e.BudgetExceeded, 429, "rate_limit_error", "budget_exceeded"),
     (e.RateLimited, 429, "rate_limit_error", "rate_limit_exceeded"),
     (e.Backpressure, 429, "rate_limit_error", "capacity_exhausted"),
