@@ -1,6 +1,10 @@
-"""Every test gets its own data folder, so state databases never leak between tests (or into
-the user's home); subprocesses inherit it through the environment. ``ray_cluster``: the
-session's simulated Ray cluster (only the tests that use it need Ray)."""
+"""The whole session runs in its own home: before any test module is imported (so before any
+fixture, module-scoped ones included), ``HOME``, the XDG folders, Hugging Face's cache and the
+runtime's data and cache folders point into a temporary folder; subprocesses inherit them.
+At the end, the session fails if anything was written under the real home's folders that the
+runtime or its libraries would use. Every test also gets its own data folder, so state
+databases never leak between tests. ``ray_cluster``: the session's simulated Ray cluster (only
+the tests that use it need Ray)."""
 
 from __future__ import annotations
 
@@ -10,6 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from support.isolation import BEFORE, REAL_HOME, snapshot
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    changed = sorted(
+        path for path, state in snapshot(REAL_HOME).items() if BEFORE.get(path) != state
+    )
+    if changed:
+        print(f"\nthe tests wrote under the real home {REAL_HOME}:")
+        for path in changed[:20]:
+            print(f"  {path}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(autouse=True)
