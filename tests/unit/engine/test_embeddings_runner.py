@@ -240,3 +240,12 @@ def test_unsupported_folders_are_refused(tmp_path: Path) -> None:
     (folder / "1_Pooling" / "config.json").write_text(json.dumps(flags))
     with pytest.raises(ValueError, match="mean_sqrt_len"):
         loaded(str(folder))
+
+
+def test_the_log_shows_every_phase_of_the_load(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("INFO", logger="inference_runtime.engine"):
+        loaded()
+    lines = [r.getMessage() for r in caplog.records]
+    phases = [line.split("] ")[1].split(" (")[0] for line in lines if "/4] " in line]
+    assert phases == ["tokenizer", "weights", "moving to cpu", "a first forward"]
+    assert any(line.startswith("loaded embeddings model") for line in lines)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ import numpy.typing as npt
 
 from inference_runtime.engine.runner import RunnerInfo
 from inference_runtime.engine.runners import model_source
+from inference_runtime.engine.runners.load_progress import LoadProgress
 from inference_runtime.engine.runners.model_source import builtin_path, configure_progress
 from inference_runtime.errors import (
     ContextPoisoned,
@@ -207,14 +207,17 @@ class EmbeddingRunner:
         import transformers
 
         configure_progress()
-        started = time.monotonic()
         folder = resolve_model_path(self.deployment.model_id)
+        progress = LoadProgress(what=f"embeddings model {folder}", phases=4)
         log.info("loading embeddings model %s on %s", folder, self.device)
         layout = read_layout(folder)
         source = str(layout.transformer)
+        progress.phase("tokenizer")
         tokenizer = transformers.AutoTokenizer.from_pretrained(source, local_files_only=True)
         dtype = getattr(torch, self.settings.dtype)
+        progress.phase("weights")
         model = transformers.AutoModel.from_pretrained(source, local_files_only=True, dtype=dtype)
+        progress.phase(f"moving to {self.device}")
         model = model.to(self.device).eval()
         config = model.config
         positions = int(getattr(config, "max_position_embeddings", 0) or 0)
@@ -231,8 +234,9 @@ class EmbeddingRunner:
         self._vocab_size = int(model.get_input_embeddings().num_embeddings)
         self._max_tokens = wanted or natural
         self._model = model
-        log.info("loaded %s in %.1fs", folder.name, time.monotonic() - started)
+        progress.phase("a first forward (the embedding's dimension)")
         self._dimension = int(self._forward(model, [[tokenizer.cls_token_id or 0]]).shape[1])
+        progress.done(f"dimension {self._dimension}")
 
     # -- admission -------------------------------------------------------------------------
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -28,6 +27,7 @@ from inference_runtime.engine.runners import model_source
 from inference_runtime.engine.runners.chat_prompt import encode_request
 from inference_runtime.engine.runners.detokenizer import IncrementalDetokenizer
 from inference_runtime.engine.runners.kv_slots import SlotCache
+from inference_runtime.engine.runners.load_progress import LoadProgress
 from inference_runtime.engine.runners.sampling import SamplerState, new_state, sample
 from inference_runtime.errors import ContextPoisoned, OutOfMemory
 from inference_runtime.types import Deployment, EngineRequest
@@ -110,29 +110,36 @@ class TransformersRunner:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         model_source.configure_progress()
-        started = time.monotonic()
         source = self.source
         converted = model_source.converted_folder(source)
         folder, gguf = (converted, None) if converted else (source.folder, source.gguf_file)
         where = f"{folder}/{gguf}" if gguf else str(folder)
+        progress = LoadProgress(what=where, phases=5 if gguf else 4)
         log.info(
             "loading %s on %s (%s)", where, self.device, str(self.dtype).removeprefix("torch.")
         )
         kwargs: dict[str, Any] = {"local_files_only": True}
         if gguf:
             kwargs["gguf_file"] = gguf
+        progress.phase("tokenizer")
         tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
+        progress.phase(
+            "weights (dequantizing the GGUF file: first start only)" if gguf else "weights"
+        )
         model: Any = AutoModelForCausalLM.from_pretrained(
             folder, dtype=self.dtype, attn_implementation="sdpa", **kwargs
         )
         if gguf:
+            progress.phase("caching the converted weights for the next start")
             model_source.save_converted(source, model, tokenizer)
+        progress.phase(f"moving to {self.device}")
         model.to(self.device).eval()
         self.model, self.tokenizer = model, tokenizer
         # transformers renamed past_key_values to cache during 5.x; pass it by its current name
         forward = inspect.signature(model.forward).parameters
         self._cache_kwarg = "cache" if "cache" in forward else "past_key_values"
         self._keeps_logits = "logits_to_keep" in forward
+        progress.phase("KV cache")
         self._build_cache()
         self.eos_ids = _eos_ids(model, tokenizer)
         cfg = model.config
@@ -145,9 +152,7 @@ class TransformersRunner:
             capabilities=_CAPABILITIES,
         )
         params = sum(p.numel() for p in model.parameters())
-        log.info(
-            "loaded %s in %.1fs (%d parameters)", folder.name, time.monotonic() - started, params
-        )
+        progress.done(f"{params} parameters")
 
     def _build_cache(self) -> None:
         cfg = self.model.config

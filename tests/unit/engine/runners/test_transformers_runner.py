@@ -255,3 +255,22 @@ async def test_unequal_prompts_prefilled_in_one_step(model_dir: Path) -> None:
     for prompt, s in zip(prompts, seqs, strict=True):
         assert s.output_ids == reference(runner, prompt, 12), prompt
     await runner.close()
+
+
+async def test_the_log_shows_every_phase_of_the_load(
+    model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    runner = TransformersRunner(deployment(model_dir))
+    with caplog.at_level("INFO", logger="inference_runtime.engine"):
+        await runner.load()
+    await runner.close()
+    lines = [r.getMessage() for r in caplog.records]
+    phases = [line for line in lines if "] " in line and line.startswith("loading ")]
+    assert [p.split("] ")[1].split(" (")[0] for p in phases] == [
+        "tokenizer",
+        "weights",
+        "moving to cpu",
+        "KV cache",
+    ]
+    assert "[1/4]" in phases[0] and "[4/4]" in phases[-1]
+    assert any(line.startswith("loaded ") and "parameters" in line for line in lines)
