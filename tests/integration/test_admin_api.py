@@ -129,8 +129,49 @@ async def test_secrets_are_masked_in_answers() -> None:
             status, answer = await call(runtime, "GET", path)
             assert status == 200 and "sk-live-123" not in str(answer)
         config = view["spec"]["runtime_config"]
-        assert config["headers"] == {"Authorization": "***", "X-Team": "a"}
+        assert config["headers"] == {"Authorization": "***", "X-Team": "***"}
         assert config["api_key_env"] == "SOME_KEY_VARIABLE"  # where the key is, not the key
+
+
+SPECS = [
+    {
+        "name": "words",
+        "runtime": "fake",
+        "runtime_config": {"token_latency_ms": 1, "output_tokens": 4, "max_context": 512},
+        "serving": {"max_tokens": 64, "max_batched_tokens": 1024},
+    },
+    {
+        "name": "up",
+        "runtime": "openai",
+        "runtime_config": {
+            "base_url": "http://127.0.0.1:9/v1",
+            "headers": {"X-Api-Token": "tok_live_abcdef123456"},
+            "retry": {"max_retries": 0},
+        },
+        "serving": {"max_tokens": 32},
+    },
+    {
+        "name": "claude",
+        "runtime": "anthropic",
+        "runtime_config": {"base_url": "http://127.0.0.1:9/v1", "max_concurrent": 4},
+    },
+]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[s["runtime"] for s in SPECS])
+async def test_a_spec_read_back_and_put_again_changes_nothing(spec: dict[str, Any]) -> None:
+    async with serve() as runtime:
+        status, created = await call(runtime, "POST", "/admin/deployments", spec)
+        assert status == 201, created
+        serving = created["spec"]["serving"]
+        assert serving == {**serving, **spec.get("serving", {})}  # numbers read as themselves
+        path = f"/admin/deployments/{spec['name']}"
+        _, read = await call(runtime, "GET", path)
+        assert "tok_live_abcdef123456" not in str(read)
+        status, again = await call(runtime, "PUT", path, read["spec"])
+        assert status == 200, again
+        assert again["revision"] == created["revision"] == 1  # the same spec: no new revision
+        assert again["spec"] == read["spec"]
 
 
 async def test_api_keys_admin_key_and_per_key_rate_limits() -> None:

@@ -1,8 +1,8 @@
 """The admin API under ``/admin``: the catalog of deployments over HTTP (the CLI's verbs use it).
 
 Every write is committed by the deployment manager before it answers. Answers never show a
-secret: any field of a spec whose name says key, token, secret or password is masked (names
-ending in ``_env`` or ``_file`` say where a secret is, not what it is, and stay).
+secret (``mask_secrets``: string fields named like a secret, every header value), and a masked
+value sent back unchanged keeps the secret it stands for, so GET then PUT of a spec round-trips.
 """
 
 from __future__ import annotations
@@ -26,25 +26,66 @@ from inference_runtime.errors import NotFound, RequestError
 from inference_runtime.types import Deployment
 
 MASK = "***"
-_SECRET = re.compile(r"(key|token|secret|password|authorization|credential)", re.IGNORECASE)
+_SECRET_NAME = re.compile(
+    r"(^|_)(key|apikey|token|authorization|credentials?)$|secret|password|passwd",
+    re.IGNORECASE,
+)
+"""A field that holds a secret when its value is a string: ``api_key``, ``admin_key``,
+``access_token``, ``client_secret``, ``password``, ... but not ``max_tokens`` or
+``token_latency_ms`` (numbers), nor ``api_key_env`` / ``api_key_file`` (where a secret is, not
+what it is)."""
+_HEADERS = "headers"
 _ASK_TIMEOUT_S = 30.0
 
 
+def _is_secret(name: object, value: object) -> bool:
+    return (
+        isinstance(name, str)
+        and isinstance(value, str)
+        and value != ""
+        and not name.endswith(("_env", "_file"))
+        and _SECRET_NAME.search(name) is not None
+    )
+
+
 def mask_secrets(value: Any) -> Any:
-    """A copy of ``value`` with secret-looking fields replaced by ``***``."""
+    """A copy of ``value`` with its secrets replaced by ``***``: string fields named like a
+    secret, and every value of a ``headers`` mapping (a header may carry a key under any name)."""
     if isinstance(value, dict):
         return {
             k: MASK
-            if isinstance(k, str)
-            and _SECRET.search(k)
-            and not k.endswith(("_env", "_file"))
-            and value[k] not in (None, "")
-            else mask_secrets(value[k])
-            for k in value
+            if _is_secret(k, v)
+            else _mask_all(v)
+            if k == _HEADERS and isinstance(v, dict)
+            else mask_secrets(v)
+            for k, v in value.items()
         }
     if isinstance(value, list | tuple):
         return [mask_secrets(v) for v in value]
     return value
+
+
+def _mask_all(headers: dict[str, Any]) -> dict[str, Any]:
+    return {k: MASK if v not in (None, "") else v for k, v in headers.items()}
+
+
+def unmask(sent: Any, current: Any) -> Any:
+    """``sent`` with every ``***`` that stands where ``current`` has a masked secret replaced by
+    that secret: a spec read back (masked) and sent again changes nothing it did not change."""
+    return _unmask(sent, current, mask_secrets(current))
+
+
+def _unmask(sent: Any, current: Any, masked: Any) -> Any:
+    if not (isinstance(sent, dict) and isinstance(current, dict) and isinstance(masked, dict)):
+        return sent
+    return {
+        k: v
+        if k not in current
+        else current[k]
+        if v == MASK and masked[k] == MASK and current[k] != MASK
+        else _unmask(v, current[k], masked[k])
+        for k, v in sent.items()
+    }
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
@@ -117,9 +158,21 @@ class AdminRoutes:
 
     async def update(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        deployment = _deployment(await _json_body(request), name=name)
+        data = await _json_body(request)
+        current = await self._current_spec(name)
+        if current is not None:
+            data = unmask(data, current)
+        deployment = _deployment(data, name=name)
         await self._ask(ApplyDeployment(deployment, source="api"))
         return _json(_masked(await self._ask(GetDeploymentStatus(name))))
+
+    async def _current_spec(self, name: str) -> dict[str, Any] | None:
+        try:
+            view = await self._ask(GetDeploymentStatus(name))
+        except NotFound:
+            return None
+        spec: dict[str, Any] = view["spec"]
+        return spec
 
     async def scale(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
