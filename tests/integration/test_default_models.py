@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import math
+from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -32,12 +35,7 @@ async def test_default_deployments_answer_with_the_openai_client() -> None:
         ) as api:
             models = sorted(m.id for m in (await api.models.list()).data)
             assert models == ["all-minilm-l6-v2", "smollm2-135m-instruct"]
-            reply = await api.chat.completions.create(
-                model="smollm2-135m-instruct",
-                messages=[{"role": "user", "content": "What is the capital of France?"}],
-                temperature=0,
-                max_tokens=30,
-            )
+            reply = await api.chat.completions.create(**readme_chat_body())
             assert "Paris" in (reply.choices[0].message.content or "")
             assert reply.usage is not None
             assert reply.usage.completion_tokens <= 30
@@ -58,6 +56,15 @@ async def test_default_deployments_answer_with_the_openai_client() -> None:
             assert sum(a * b for a, b in zip(first, second, strict=True)) > 0.4
     finally:
         await runtime.stop()
+
+
+def readme_chat_body() -> Any:
+    """The body of the README's first curl example: what a new user sends first."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    line = next(ln for ln in readme.splitlines() if '"smollm2-135m-instruct"' in ln)
+    body = json.loads(line.split("-d '", 1)[1].rsplit("'", 1)[0])
+    assert body["temperature"] == 0
+    return body
 
 
 async def wait_for_models(runtime: Runtime) -> None:
