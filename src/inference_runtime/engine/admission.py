@@ -8,7 +8,7 @@ from collections.abc import Sequence as Seq
 from inference_runtime.engine.runner import ModelRunner
 from inference_runtime.engine.sequence import Sequence
 from inference_runtime.engine.sink import SequenceSink
-from inference_runtime.errors import ContextLengthExceeded, UnsupportedParameter
+from inference_runtime.errors import ContextLengthExceeded, RequestError, UnsupportedParameter
 from inference_runtime.types import EngineRequest, SamplingParams
 
 # parameter -> its neutral value; a runner lacking the capability accepts only that value
@@ -23,16 +23,33 @@ _NEUTRAL: dict[str, object] = {
     "top_logprobs": None,
 }
 
+# parameter -> the values a sampler takes; outside them a runner would raise mid-step (a seed
+# beyond int64 overflows torch's generator) and fail every sequence of the batch with it
+_RANGES: dict[str, tuple[float, float]] = {
+    "temperature": (0.0, 2.0),
+    "top_p": (0.0, 1.0),
+    "top_k": (-1, 2**31 - 1),
+    "seed": (-(2**63), 2**63 - 1),
+    "presence_penalty": (-2.0, 2.0),
+    "frequency_penalty": (-2.0, 2.0),
+    "top_logprobs": (0, 20),
+    "max_tokens": (1, 2**31 - 1),
+}
+
 
 def check_sampling(sampling: SamplingParams, *, capabilities: frozenset[str], runtime: str) -> None:
+    """The request's own error (a 400) for a value no sampler takes, or one this runner cannot
+    honour; the gateway checks the same ranges, this holds for every way in."""
+    for name, (low, high) in _RANGES.items():
+        value = getattr(sampling, name)
+        if value is not None and not low <= value <= high:
+            raise RequestError(f"{name} must be between {low:g} and {high:g}", param=name)
     for name, neutral in _NEUTRAL.items():
         if name in capabilities:
             continue
         value = getattr(sampling, name)
         if value != neutral:
             raise UnsupportedParameter(name, f"not supported by runtime '{runtime}'")
-    if sampling.max_tokens is not None and sampling.max_tokens < 1:
-        raise UnsupportedParameter("max_tokens", "must be >= 1")
 
 
 def build_sequences(

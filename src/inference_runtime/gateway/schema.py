@@ -13,12 +13,28 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from inference_runtime.errors import RequestError, UnsupportedParameter
-from inference_runtime.types import ChatMessage, SamplingParams
+from inference_runtime.gateway.messages import Message, validate_messages
+from inference_runtime.remote.config import RemoteConfig
+from inference_runtime.types import Deployment, SamplingParams
 
 T = TypeVar("T")
-ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 MAX_STOP = 4
 MAX_N = 128
+MAX_PROMPTS = 2048
+"""Prompts of one completions request (as OpenAI's embeddings take inputs): what the edge
+turns into engine requests is bounded before any of that work is done."""
+MAX_COUNT = 2**31 - 1
+"""The largest token count or token id taken (no model comes near it): a bigger one is a
+400 here, never an overflow inside a runner."""
+SEED_RANGE = (-(2**63), 2**63 - 1)
+"""OpenAI's ``seed`` is an int64; samplers seed their generators with it as it is."""
+MAX_LOGPROBS = 5
+"""The most ``logprobs`` a completions request may ask for (OpenAI's limit)."""
+MAX_TOP_LOGPROBS = 20
+LOGIT_BIAS_RANGE = (-100.0, 100.0)
+
+# Known, not honoured, yet harmless: the value that asks for nothing is accepted locally.
+_NO_OPS: dict[str, object] = {"response_format": {"type": "text"}, "tool_choice": "none"}
 
 # Known to OpenAI but not honoured by the local engines (remote providers pass them through).
 _NOT_HONOURED = (
@@ -81,7 +97,7 @@ class _Common(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class ChatCompletionRequest(_Common, kw_only=True):
-    messages: list[ChatMessage]
+    messages: list[Message]
     max_completion_tokens: int | None = None
     logprobs: bool = False
     top_logprobs: int | None = None
@@ -155,24 +171,30 @@ def _range(name: str, value: float | None, low: float, high: float) -> None:
         raise RequestError(f"{name} must be between {low:g} and {high:g}, got {value}", param=name)
 
 
+def _not_honoured(req: _Common) -> None:
+    for name in _NOT_HONOURED:
+        value = getattr(req, name)
+        if value is not UNSET and value is not None and value != _NO_OPS.get(name, UNSET):
+            raise UnsupportedParameter(name, "not supported by this deployment's runtime")
+
+
 def validate_common(req: _Common, *, remote: bool = False) -> None:
     """Ranges and consistency; for a local deployment also the fields it cannot honour
     (a remote one forwards them to its provider)."""
-    for name in () if remote else _NOT_HONOURED:
-        if getattr(req, name) is not UNSET:
-            raise UnsupportedParameter(name, "not supported by this deployment's runtime")
+    if not remote:
+        _not_honoured(req)
     if not req.model:
         raise RequestError("model must not be empty", param="model")
-    if not 1 <= req.n <= MAX_N:
-        raise RequestError(f"n must be between 1 and {MAX_N}", param="n")
+    _range("n", req.n, 1, MAX_N)
     _range("temperature", req.temperature, 0.0, 2.0)
     _range("top_p", req.top_p, 0.0, 1.0)
     _range("presence_penalty", req.presence_penalty, -2.0, 2.0)
     _range("frequency_penalty", req.frequency_penalty, -2.0, 2.0)
-    if req.top_k is not None and req.top_k < -1:
-        raise RequestError("top_k must be >= -1 (-1 or 0: disabled)", param="top_k")
-    if req.max_tokens is not None and req.max_tokens < 1:
-        raise RequestError("max_tokens must be >= 1", param="max_tokens")
+    _range("top_k", req.top_k, -1, MAX_COUNT)  # -1 or 0: disabled
+    _range("max_tokens", req.max_tokens, 1, MAX_COUNT)
+    _range("seed", req.seed, *SEED_RANGE)
+    if remote:
+        _logit_bias(req.logit_bias)
     if req.stream_options is not None and not req.stream:
         raise RequestError(
             "stream_options is only allowed when stream is true", param="stream_options"
@@ -182,27 +204,83 @@ def validate_common(req: _Common, *, remote: bool = False) -> None:
         raise RequestError(f"stop takes at most {MAX_STOP} sequences", param="stop")
 
 
-def validate_chat(req: ChatCompletionRequest, *, remote: bool = False) -> None:
-    validate_common(req, remote=remote)
-    if not req.messages:
-        raise RequestError("messages must not be empty", param="messages")
-    for i, message in enumerate(req.messages):
-        if message.role not in ROLES:
+def _logit_bias(bias: Any) -> None:
+    """OpenAI's shape: token ids (as strings) to a bias in [-100, 100]."""
+    if bias is UNSET or bias is None:
+        return
+    if not isinstance(bias, dict):
+        raise RequestError(
+            "logit_bias must be an object of token ids to biases", param="logit_bias"
+        )
+    for key, value in bias.items():
+        if not (len(key) <= 10 and key.isascii() and key.isdigit() and int(key) <= MAX_COUNT):
+            raise RequestError(f"logit_bias: {key!r} is not a token id", param="logit_bias")
+        if type(value) not in (int, float) or not (
+            LOGIT_BIAS_RANGE[0] <= value <= LOGIT_BIAS_RANGE[1]
+        ):
             raise RequestError(
-                f"messages[{i}].role: {message.role!r} is not one of {sorted(ROLES)}",
-                param=f"messages[{i}].role",
+                f"logit_bias[{key}] must be a number between -100 and 100", param="logit_bias"
             )
+
+
+def validate_chat(
+    req: ChatCompletionRequest, *, remote: bool = False, deployment: Deployment | None = None
+) -> None:
+    """``deployment``: the one it goes to; its remoteness wins over ``remote``, and ``n`` is
+    checked against what one of its replicas can ever admit."""
+    if deployment is not None:
+        remote = deployment.remote
+    validate_common(req, remote=remote)
+    validate_messages(req.messages, remote=remote)
     both = req.max_tokens is not None and req.max_completion_tokens is not None
     if both and req.max_tokens != req.max_completion_tokens:
         raise RequestError(
             "max_tokens and max_completion_tokens disagree; set one", param="max_tokens"
         )
-    if req.max_completion_tokens is not None and req.max_completion_tokens < 1:
-        raise RequestError("max_completion_tokens must be >= 1", param="max_completion_tokens")
+    _range("max_completion_tokens", req.max_completion_tokens, 1, MAX_COUNT)
     if req.top_logprobs is not None:
         if not req.logprobs:
             raise RequestError("top_logprobs needs logprobs: true", param="top_logprobs")
-        _range("top_logprobs", req.top_logprobs, 0, 20)
+        _range("top_logprobs", req.top_logprobs, 0, MAX_TOP_LOGPROBS)
+    if deployment is not None:
+        check_admissible(deployment, n=req.n, prompts=1)
+
+
+def validate_completion(req: CompletionRequest, *, deployment: Deployment) -> list[str]:
+    """Every check of a completions request; its prompts."""
+    validate_common(req, remote=deployment.remote)
+    _range("logprobs", req.logprobs, 0, MAX_LOGPROBS)
+    prompts = prompts_of(req)
+    check_admissible(deployment, n=req.n, prompts=len(prompts))
+    return prompts
+
+
+def check_admissible(deployment: Deployment, *, n: int, prompts: int) -> None:
+    """A request one replica could never admit is the request's 400, not a 429 that no retry
+    passes. Every prompt of a request goes to the same replica; a local one holds each choice
+    as a sequence, a remote one each prompt as one upstream call (``n`` travels inside it)."""
+    serving = deployment.serving
+    if not deployment.remote:
+        bound = serving.max_concurrent + serving.queue_capacity
+        if n * prompts <= bound:
+            return
+        what = "serving.max_concurrent + serving.queue_capacity"
+        param = "n" if n > bound or prompts == 1 else "prompt"
+        raise RequestError(
+            f"{param}: {prompts} prompt(s) x n={n} is {n * prompts} sequences; a replica of "
+            f"{deployment.name!r} holds at most {bound} ({what})",
+            param=param,
+        )
+    if prompts <= 1 + serving.queue_capacity:  # max_concurrent is at least 1
+        return
+    bound = RemoteConfig.of(deployment).max_concurrent + serving.queue_capacity
+    if prompts > bound:
+        raise RequestError(
+            f"prompt: {prompts} prompts are {prompts} upstream calls; a replica of "
+            f"{deployment.name!r} holds at most {bound} (runtime_config.max_concurrent + "
+            "serving.queue_capacity)",
+            param="prompt",
+        )
 
 
 def stop_list(stop: str | list[str] | None) -> tuple[str, ...]:
@@ -239,6 +317,8 @@ def prompts_of(req: CompletionRequest) -> list[str]:
     prompt = req.prompt
     if isinstance(prompt, str):
         return [prompt]
+    if len(prompt) > MAX_PROMPTS:
+        raise RequestError(f"prompt takes at most {MAX_PROMPTS} prompts", param="prompt")
     if prompt and all(isinstance(p, str) for p in prompt):
         return [str(p) for p in prompt]
     if not prompt:

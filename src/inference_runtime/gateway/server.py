@@ -224,7 +224,7 @@ class GatewayServer:
         remote = deployment.remote
         kind = schema.RemoteChatCompletionRequest if remote else schema.ChatCompletionRequest
         req = schema.decode(body, kind)
-        schema.validate_chat(req, remote=remote)
+        schema.validate_chat(req, deployment=deployment)
         passthrough = msgspec.json.decode(body) if remote else None
         rid = "chatcmpl-" + os.urandom(16).hex()
         sampling = apply_limits(
@@ -257,8 +257,7 @@ class GatewayServer:
         remote = deployment.remote
         kind = schema.RemoteCompletionRequest if remote else schema.CompletionRequest
         req = schema.decode(body, kind)
-        schema.validate_common(req, remote=remote)
-        prompts = schema.prompts_of(req)
+        prompts = schema.validate_completion(req, deployment=deployment)
         passthrough = msgspec.json.decode(body) if remote else None
         rid = "cmpl-" + os.urandom(16).hex()
         sampling = apply_limits(
