@@ -147,6 +147,7 @@ class Runtime:
                             initial=config.deployments,
                             config=config.manager,
                             launcher=launcher,
+                            secret_env_allow=config.auth.secret_env_allow,
                         )
                     ),
                     "mgr",

@@ -122,7 +122,7 @@ async def test_secrets_are_masked_in_answers() -> None:
             "headers": {"Authorization": "Bearer sk-live-123", "X-Team": "a"},
         },
     }
-    async with serve() as runtime:
+    async with serve(sections={"auth": {"secret_env_allow": ["SOME_KEY_VARIABLE"]}}) as runtime:
         status, view = await call(runtime, "POST", "/admin/deployments", spec)
         assert status == 201, view
         for path in ("/admin/deployments/remote", "/admin/deployments"):
@@ -131,6 +131,59 @@ async def test_secrets_are_masked_in_answers() -> None:
         config = view["spec"]["runtime_config"]
         assert config["headers"] == {"Authorization": "***", "X-Team": "***"}
         assert config["api_key_env"] == "SOME_KEY_VARIABLE"  # where the key is, not the key
+
+
+def remote_spec(name: str, **config: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "runtime": "openai",
+        "runtime_config": {"base_url": "http://127.0.0.1:9/v1", **config},
+    }
+
+
+async def test_the_admin_api_names_only_allowed_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whoever reaches the admin API chooses ``base_url``: it may not make the server send an
+    arbitrary variable or file there. The config file (the operator) may name any."""
+    key_file = tmp_path / "operator-key"
+    key_file.write_text("sk-operator\n")
+    monkeypatch.setenv("OPERATOR_ONLY_VARIABLE", "sk-operator")
+    operator = [
+        remote_spec("by-env", api_key_env="OPERATOR_ONLY_VARIABLE"),
+        remote_spec("by-file", api_key_file=str(key_file)),
+    ]
+    sections = {"auth": {"secret_env_allow": ["TEAM_KEY"]}}
+    async with serve(*operator, sections=sections) as runtime:
+        for name in ("by-env", "by-file"):  # the config file's own: accepted as they are
+            status, view = await call(runtime, "GET", f"/admin/deployments/{name}")
+            assert status == 200 and view["source"] == "config"
+        refused = [
+            ("api_key_env", "HOME"),
+            ("api_key_env", "INFERENCE_RUNTIME_ADMIN_KEY"),
+            ("api_key_file", "/etc/passwd"),
+            ("client_key", "/etc/shadow"),
+        ]
+        for field, value in refused:
+            spec = remote_spec("stolen", **{field: value})
+            for method, path in (("POST", "/admin/deployments"), ("PUT", "/admin/deployments/x")):
+                status, body = await call(runtime, method, path, {**spec, "name": "x"})
+                assert status == 403, body
+                assert body["error"]["param"] == f"runtime_config.{field}"
+        # changing a config-file deployment through the API is held to the same rule
+        changed = remote_spec("by-env", api_key_env="HOME")
+        status, body = await call(runtime, "PUT", "/admin/deployments/by-env", changed)
+        assert status == 403 and body["error"]["type"] == "permission_error"
+        status, body = await call(runtime, "GET", "/admin/deployments")
+        assert [v["name"] for v in body["data"]] == ["by-env", "by-file"]
+        allowed = [
+            remote_spec("team", api_key_env="TEAM_KEY"),
+            remote_spec("same-env", api_key_env="OPERATOR_ONLY_VARIABLE"),
+            remote_spec("same-file", api_key_file=str(key_file)),
+        ]
+        for spec in allowed:
+            status, view = await call(runtime, "POST", "/admin/deployments", spec)
+            assert status == 201, view
 
 
 SPECS = [

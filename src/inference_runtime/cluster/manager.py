@@ -31,6 +31,8 @@ from inference_runtime.cluster.launcher import LocalLauncher, ReplicaLauncher, R
 from inference_runtime.cluster.placement import DeploymentPlacementActor
 from inference_runtime.cluster.reconciler import Reconciler
 from inference_runtime.cluster.replicas import Phase, ReplicaRecord
+from inference_runtime.cluster.runtime_settings import check_runtime_config
+from inference_runtime.cluster.secret_policy import SecretPolicy
 from inference_runtime.config import ManagerConfig
 from inference_runtime.engine import GetEngineStats, ReplicaDown, create_runner
 from inference_runtime.engine.runtimes import RUNNERS, missing_modules
@@ -38,6 +40,7 @@ from inference_runtime.errors import (
     Conflict,
     InferenceRuntimeError,
     NotFound,
+    PermissionDenied,
     RequestError,
 )
 from inference_runtime.metrics import ConfigureDeployment
@@ -119,7 +122,8 @@ class _Desired:
 
 
 def check_deployment(deployment: Deployment, *, local: bool = True) -> None:
-    """What a deployment needs of this installation, checked before anything is committed.
+    """What a deployment needs of this installation, checked before anything is committed
+    (its ``runtime_config`` and model too: ``runtime_settings``).
     ``local``: replicas run in this process (with Ray they run on nodes with their own
     packages, so this process need not have the runtime's)."""
     if deployment.runtime not in RUNNERS:
@@ -142,6 +146,7 @@ def check_deployment(deployment: Deployment, *, local: bool = True) -> None:
             f"cannot import; install {extra}",
             param="runtime",
         )
+    check_runtime_config(deployment, local=local)
 
 
 class DeploymentManagerActor(Actor):
@@ -158,6 +163,7 @@ class DeploymentManagerActor(Actor):
         initial: Sequence[Deployment] = (),
         config: ManagerConfig | None = None,
         launcher: ReplicaLauncher | None = None,
+        secret_env_allow: Sequence[str] = (),
     ) -> None:
         self.coordinator = coordinator
         self.metrics = metrics
@@ -165,6 +171,8 @@ class DeploymentManagerActor(Actor):
         self.runner_factory = runner_factory
         self.store = store
         self.initial = tuple(initial)
+        self.secrets = SecretPolicy.of(env_allow=secret_env_allow, config_deployments=self.initial)
+        """What a deployment from the admin API may name (see ``secret_policy``)."""
         self.config = config or ManagerConfig()
         self.launcher: ReplicaLauncher = launcher or LocalLauncher()
         self.desired: dict[str, StoredDeployment] = {}
@@ -218,8 +226,8 @@ class DeploymentManagerActor(Actor):
             stored[deployment.name] = self._commit(deployment, "config")
         for entry in stored.values():
             try:
-                self._check(entry.deployment)
-            except RequestError as error:
+                self._check(entry.deployment, entry.source)
+            except (RequestError, PermissionDenied) as error:
                 log.error(
                     "stored deployment %s cannot run here, skipped: %s",
                     entry.deployment.name,
@@ -274,7 +282,7 @@ class DeploymentManagerActor(Actor):
     async def _apply(
         self, deployment: Deployment, source: Literal["config", "api"], *, create: bool
     ) -> tuple[str, ...]:
-        self._check(deployment)
+        self._check(deployment, source)
         exists = deployment.name in self.desired
         if create and exists:
             raise Conflict(f"deployment {deployment.name!r} already exists; update it instead")
@@ -290,7 +298,9 @@ class DeploymentManagerActor(Actor):
             await self.reconciler.start_now(deployment.name)
         return self.reconciler.target_ids(deployment.name)
 
-    def _check(self, deployment: Deployment) -> None:
+    def _check(self, deployment: Deployment, source: Literal["config", "api"]) -> None:
+        if source == "api":  # first: what it names is refused whatever else it says
+            self.secrets.check(deployment)
         check_deployment(deployment, local=isinstance(self.launcher, LocalLauncher))
 
     def _get(self, name: str) -> StoredDeployment:

@@ -82,6 +82,11 @@ class StorageConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     path: str | None = None
     """The SQLite file; default ``state.db`` in the data folder ($INFERENCE_RUNTIME_DATA_DIR,
     else $XDG_DATA_HOME/inference-runtime, else ~/.local/share/inference-runtime).
+    secret_env_allow: tuple[str, ...] = ()
+    """Environment variables a deployment created or changed through the admin API may name as
+    its key (``runtime_config.api_key_env``), besides those the config file's deployments name.
+    Through the API a deployment may name no file (``api_key_file``, TLS files) but one a
+    config-file deployment names: the API's caller chooses where the key is sent."""
     ``:memory:`` keeps nothing across restarts."""
 
 

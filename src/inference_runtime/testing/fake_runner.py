@@ -22,6 +22,8 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
+
 from inference_runtime.engine.runner import (
     RunnerInfo,
     ScheduledBatch,
@@ -83,17 +85,44 @@ WORDS = [
 ]
 EOS_ID = 0
 
-_SETTINGS = {
-    "token_latency_ms": 0.0,
-    "prefill_latency_ms": 0.0,
-    "load_latency_ms": 0.0,
-    "max_context": 4096,
-    "output_tokens": 32,
-    "poison_marker": None,
-    "oom_marker": None,
-    "fatal_marker": None,
-    "hang_marker": None,
-}
+
+class FakeSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A ``fake`` deployment's ``runtime_config`` (see the module docstring); a key not here is
+    refused when the deployment is checked, not when a replica starts."""
+
+    token_latency_ms: float = 0.0
+    """Time of one decode step."""
+    prefill_latency_ms: float = 0.0
+    """Extra time of a step that prefills at least one prompt."""
+    load_latency_ms: float = 0.0
+    """Time to load (and to rebuild after a poisoned context)."""
+    max_context: int = 4096
+    """Context window in tokens (whitespace-separated words)."""
+    output_tokens: int = 32
+    """The natural answer length; then EOS."""
+    poison_marker: str | None = None
+    """A prompt containing it raises ``ContextPoisoned``."""
+    oom_marker: str | None = None
+    """A prompt containing it raises ``OutOfMemory`` for that sequence."""
+    fatal_marker: str | None = None
+    """A prompt containing it raises ``Unrecoverable``."""
+    hang_marker: str | None = None
+    """A prompt containing it makes the step never return."""
+
+    def __post_init__(self) -> None:
+        for name in ("token_latency_ms", "prefill_latency_ms", "load_latency_ms"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"runtime_config.{name}: must be >= 0")
+        if self.max_context < 1 or self.output_tokens < 1:
+            raise ValueError("runtime_config: max_context and output_tokens must be >= 1")
+
+    @classmethod
+    def of(cls, runtime_config: dict[str, Any]) -> FakeSettings:
+        """Validate a ``runtime_config``; errors name the key (unknown, or of the wrong type)."""
+        try:
+            return msgspec.convert(runtime_config, cls)
+        except msgspec.ValidationError as error:
+            raise ValueError(f"runtime_config (runtime 'fake'): {error}") from None
 
 
 def _stable(*parts: object) -> int:
@@ -114,26 +143,20 @@ class FakeRunner:
     """Implements ``ModelRunner`` with no model at all."""
 
     def __init__(self, deployment: Deployment, *, device: str = "cpu") -> None:
-        unknown = set(deployment.runtime_config) - set(_SETTINGS)
-        if unknown:
-            raise ValueError(
-                f"runtime_config: unknown setting(s) for runtime 'fake': {sorted(unknown)}; "
-                f"known: {sorted(_SETTINGS)}"
-            )
-        cfg: dict[str, Any] = {**_SETTINGS, **deployment.runtime_config}
-        self.token_latency = float(cfg["token_latency_ms"]) / 1000
-        self.prefill_latency = float(cfg["prefill_latency_ms"]) / 1000
-        self.load_latency = float(cfg["load_latency_ms"]) / 1000
-        self.output_tokens = int(cfg["output_tokens"])
-        self.poison_marker: str | None = cfg["poison_marker"]
-        self.oom_marker: str | None = cfg["oom_marker"]
-        self.fatal_marker: str | None = cfg["fatal_marker"]
-        self.hang_marker: str | None = cfg["hang_marker"]
+        cfg = FakeSettings.of(deployment.runtime_config)
+        self.token_latency = cfg.token_latency_ms / 1000
+        self.prefill_latency = cfg.prefill_latency_ms / 1000
+        self.load_latency = cfg.load_latency_ms / 1000
+        self.output_tokens = cfg.output_tokens
+        self.poison_marker = cfg.poison_marker
+        self.oom_marker = cfg.oom_marker
+        self.fatal_marker = cfg.fatal_marker
+        self.hang_marker = cfg.hang_marker
         self.device = device
         self._info = RunnerInfo(
             runtime="fake",
             transport="local",
-            max_context=int(cfg["max_context"]),
+            max_context=cfg.max_context,
             capabilities=frozenset({"temperature", "top_p", "seed"}),
         )
         self.loaded = False
