@@ -6,6 +6,7 @@ from typing import Any
 
 import msgspec
 
+from inference_runtime.remote.sendable import check_sendable
 from inference_runtime.remote.settings import (
     CircuitBreakerConfig,
     RateLimits,
@@ -47,6 +48,9 @@ class RemoteConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             raise ValueError("runtime_config.max_concurrent: must be >= 1")
         if self.base_url and not self.base_url.startswith(("http://", "https://")):
             raise ValueError(f"runtime_config.base_url: {self.base_url!r} is not an http(s) URL")
+        for name, value in self.headers.items():
+            check_sendable("runtime_config.headers:", name, name=True)
+            check_sendable(f"runtime_config.headers.{name}", value)
 
     @classmethod
     def of(cls, deployment: Deployment) -> RemoteConfig:

@@ -15,7 +15,9 @@ import asyncio
 import functools
 import heapq
 import itertools
+import logging
 import random
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -45,6 +47,8 @@ from inference_runtime.remote.ratelimit import Permit, RateLimiters
 from inference_runtime.remote.retry import Action, backoff_delay, may_retry
 from inference_runtime.remote.upstream import UpstreamFailure, call_upstream
 from inference_runtime.types import EngineRequest, ReplicaState, TokenChunk, Usage
+
+log = logging.getLogger("inference_runtime.remote")
 
 BREAKERS = CircuitBreakers()
 """Process-wide: one breaker per (provider, endpoint), whatever deployment calls it."""
@@ -226,7 +230,29 @@ class RemoteEngineCoreActor(ReplicaActor):
         self._report_load()
 
     async def _serve(self, job: _Job) -> None:
-        """One request, until it is answered or has failed for good."""
+        """One request, until it is answered or has failed for good: whatever goes wrong in
+        its slot (a bug, a request that cannot be sent) fails it, never leaves it unanswered."""
+        stream: ProviderStream = _NO_STREAM
+        try:
+            await self._serve_attempts(job)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            reason = self._redact(f"{type(error).__name__}: {error}")
+            log.error(
+                "%s: request %s failed in its slot: %s\n%s",
+                self.replica_id,
+                job.request_id,
+                reason,
+                "".join(traceback.format_tb(error.__traceback__)),  # frames, not values
+            )
+            failed = UpstreamError(
+                f"deployment {self.deployment.name!r}: the upstream call could not be made "
+                f"({reason})"
+            )
+            self._failed(job, stream, failed)
+
+    async def _serve_attempts(self, job: _Job) -> None:
         attempt, refreshed = 0, False
         policy = self.config.retry
         while True:
@@ -322,7 +348,13 @@ class RemoteEngineCoreActor(ReplicaActor):
             prompt_tokens=job.estimate if stream.chunks_out else 0,
             completion_tokens=stream.chunks_out,
         )
+        # the one way out of this replica for an error: what the upstream said (its message,
+        # param, code) goes to the client and the logs with the session's secrets removed
+        self.runner_obj.redactor.scrub(error)
         job.fail(error, produced)
+
+    def _redact(self, text: str) -> str:
+        return str(self.runner_obj.redactor(text))
 
     # -- ReplicaActor hooks ------------------------------------------------------------
 

@@ -14,6 +14,8 @@ from inference_runtime.config import read_secret
 from inference_runtime.engine.runner import RunnerInfo
 from inference_runtime.remote.config import RemoteConfig
 from inference_runtime.remote.http_client import HttpClient
+from inference_runtime.remote.redaction import Redactor
+from inference_runtime.remote.sendable import check_sendable
 from inference_runtime.types import Deployment, Secret
 
 log = logging.getLogger("inference_runtime.remote")
@@ -26,6 +28,8 @@ class RemoteSession:
         self.http: HttpClient | None = None
         self.key = Secret("")
         self.key_reads = 0
+        self.redactor = Redactor()
+        """Every key this session has held (requests in flight keep an older one)."""
         self.provider = deployment.runtime
         self._info = RunnerInfo(
             runtime=deployment.runtime,
@@ -56,7 +60,13 @@ class RemoteSession:
 
     def refresh_key(self) -> bool:
         """Read the key again; True when it changed."""
-        key = read_secret(env=self.config.api_key_env, file=self.config.api_key_file)
+        config = self.config
+        key = read_secret(env=config.api_key_env, file=config.api_key_file)
+        # a key that cannot go in a header fails here, naming where it came from (not its
+        # value), rather than in a request's slot
+        where = "api_key_env" if config.api_key_env else "api_key_file"
+        check_sendable(f"runtime_config.{where}: the key it names", key.reveal())
+        self.redactor.update((key.reveal(),))
         changed = key != self.key
         self.key = key
         self.key_reads += 1

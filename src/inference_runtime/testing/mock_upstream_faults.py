@@ -24,6 +24,7 @@ FaultKind = Literal[
     "wrong_key",
     "error_after",
     "truncate_after",
+    "echo_key",
 ]
 
 _encode = msgspec.json.Encoder().encode
@@ -50,6 +51,8 @@ class Fault:
     error_type: str | None = None
     seconds: float = 0.0
     n_chunks: int = 0
+    param: str | None = None
+    mid_stream: bool = False
 
     @classmethod
     def status(
@@ -135,6 +138,33 @@ class Fault:
         ``message_stop``: a stream that stops early with no error at the transport level. A
         non-streamed request gets its headers and half its body, then a clean close."""
         return cls("truncate_after", n_chunks=_non_negative(n_chunks))
+
+    @classmethod
+    def echo_key(cls, status: int = 401, *, after: int | None = None) -> Fault:
+        """Answer ``status`` with an error whose message, ``param`` and ``code`` all carry the
+        key the request was sent with, whatever its shape (the way careless upstreams leak a
+        credential); with ``after``, a streamed request gets ``after`` chunks and then the same
+        error as an in-stream error event (a non-streamed one the plain error response)."""
+        if not 400 <= status <= 599:
+            raise ValueError(f"an echo_key fault needs an error status (400..599), not {status}")
+        return cls(
+            "echo_key",
+            http_status=status,
+            n_chunks=_non_negative(after or 0),
+            mid_stream=after is not None,
+        )
+
+    def echoing(self, key: str) -> Fault:
+        """This ``echo_key`` fault made concrete for a request sent with ``key``: a status
+        fault, or an ``error_after`` one mid-stream."""
+        return Fault(
+            "error_after" if self.mid_stream else "status",
+            http_status=self.http_status,
+            n_chunks=self.n_chunks,
+            message=f"Incorrect API key provided: {key}. You can find your key elsewhere.",
+            code=f"bad_key:{key}",
+            param=key,
+        )
 
 
 def _non_negative(value: _N) -> _N:

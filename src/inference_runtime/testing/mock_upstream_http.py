@@ -76,6 +76,7 @@ def fault_response(anthropic: bool, fault: Fault) -> web.Response:
         fault.http_status,
         message=fault.message,
         code=fault.code,
+        param=fault.param,
         error_type=fault.error_type,
         retry_after=fault.retry_after,
     )
@@ -169,7 +170,9 @@ async def _play(
             error = anthropic_error_object(fault.http_status, message=fault.message)
             await response.write_eof(anthropic_replies.anthropic_event("error", error))
         else:
-            payload = openai_error(fault.http_status, message=fault.message)
+            payload = openai_error(
+                fault.http_status, message=fault.message, code=fault.code, param=fault.param
+            )
             await response.write_eof(replies.openai_error_frame(payload))
         return True
     await response.write_eof()  # truncate_after

@@ -152,14 +152,14 @@ class UpstreamServing:
 
     def _authorized(self, request: web.BaseRequest, anthropic: bool) -> bool:
         keys = self._api_keys
-        if keys is None:
-            return True
+        return keys is None or self._sent_key(request, anthropic) in keys
+
+    @staticmethod
+    def _sent_key(request: web.BaseRequest, anthropic: bool) -> str | None:
         if anthropic:
-            key = request.headers.get("x-api-key")
-        else:
-            auth = request.headers.get("Authorization", "")
-            key = auth[7:] if auth[:7].lower() == "bearer " else None
-        return key in keys
+            return request.headers.get("x-api-key")
+        auth = request.headers.get("Authorization", "")
+        return auth[7:] if auth[:7].lower() == "bearer " else None
 
     async def _serve(
         self,
@@ -171,6 +171,8 @@ class UpstreamServing:
         fault: Fault | None,
     ) -> web.StreamResponse:
         anthropic = route == "messages"
+        if fault is not None and fault.kind == "echo_key":
+            fault = fault.echoing(self._sent_key(request, anthropic) or "")
         kind = fault.kind if fault is not None else None
         delay = (
             fault.seconds
