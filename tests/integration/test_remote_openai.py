@@ -127,7 +127,11 @@ async def test_final_errors_are_mapped_not_retried(upstream: MockUpstream) -> No
 
 async def test_a_run_of_5xx_opens_the_circuit(upstream: MockUpstream) -> None:
     config = {
-        "circuit_breaker": {"failure_threshold": 3, "open_duration_s": 60},
+        "circuit_breaker": {
+            "failure_threshold": 3,
+            "open_duration_s": 60,
+            "initial_open_duration_s": 60,
+        },
         "retry": {"max_retries": 0},
     }
     context, runtime = await started(remote(upstream, **config))

@@ -148,7 +148,11 @@ async def test_a_broken_whole_reply_of_a_non_idempotent_deployment_fails(
 
 async def test_broken_whole_replies_open_the_circuit(upstream: MockUpstream) -> None:
     config = {
-        "circuit_breaker": {"failure_threshold": 2, "open_duration_s": 60},
+        "circuit_breaker": {
+            "failure_threshold": 2,
+            "open_duration_s": 60,
+            "initial_open_duration_s": 60,
+        },
         "retry": {"max_retries": 0},
     }
     context, runtime = await running(upstream, **config)

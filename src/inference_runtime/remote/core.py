@@ -295,7 +295,7 @@ class RemoteEngineCoreActor(ReplicaActor):
         """One call under the rate limits, judged by the circuit breaker; a call that ends
         without a verdict (cancelled, refused by the rate limits) gives its half-open probe
         slot back."""
-        self.breaker.before_request()
+        ticket = self.breaker.before_request()
         try:
             permit = await self._permit(job) if self.config.rate_limits is not None else None
             try:
@@ -314,7 +314,7 @@ class RemoteEngineCoreActor(ReplicaActor):
                     permit.settle(usage.total_tokens if usage else job.estimate + stream.chunks_out)
         except UpstreamFailure as failure:
             if failure.classification.counts_for_breaker:
-                self.breaker.record_failure()
+                self.breaker.record_failure(ticket)
             else:
                 self.breaker.record_success()  # the upstream answered: it is up
             raise

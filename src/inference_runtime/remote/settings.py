@@ -62,9 +62,15 @@ class CircuitBreakerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unk
     """When to stop calling an upstream that keeps failing, and how to find out it is back."""
 
     failure_threshold: int = 5
-    """Consecutive failures (5xx, timeouts, broken connections) that open the circuit."""
+    """Consecutive failure events (5xx, timeouts, broken connections) that open the circuit;
+    the failures of requests that were in flight together count as one event."""
     open_duration_s: float = 30.0
-    """How long an open circuit fails requests at once before letting probes through."""
+    """The longest an open circuit fails requests at once before letting probes through: the
+    first opening lasts ``initial_open_duration_s``, each re-opening (a failed probe, or a new
+    opening before the circuit stayed closed this long) twice the last, up to this."""
+    initial_open_duration_s: float = 1.0
+    """How long the first opening lasts (capped by ``open_duration_s``): an upstream that
+    restarts in a second is called again a second later."""
     half_open_probes: int = 1
     """Requests let through at once while half-open; this many successes close the circuit."""
 
@@ -74,6 +80,7 @@ class CircuitBreakerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unk
         if self.failure_threshold < 1:
             raise _rule("circuit_breaker.failure_threshold", "must be >= 1")
         _positive("circuit_breaker.open_duration_s", self.open_duration_s)
+        _positive("circuit_breaker.initial_open_duration_s", self.initial_open_duration_s)
         if isinstance(self.half_open_probes, bool) or not isinstance(self.half_open_probes, int):
             raise _rule("circuit_breaker.half_open_probes", "must be an integer")
         if self.half_open_probes < 1:

@@ -1,4 +1,5 @@
-"""Circuit breaker transitions on a manual clock: threshold, open, half-open probes, close."""
+"""Circuit breaker transitions on a manual clock: threshold, open, half-open probes, close;
+failures in flight together count once; openings start short and grow."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ def state(circuit: CircuitBreaker) -> str:
 
 
 def breaker(clock: ManualClock, changes: Changes | None = None, **config: object) -> CircuitBreaker:
-    settings = CircuitBreakerConfig(**{"failure_threshold": 3, "open_duration_s": 10.0, **config})  # type: ignore[arg-type]
+    defaults = {"failure_threshold": 3, "open_duration_s": 10.0, "initial_open_duration_s": 10.0}
+    settings = CircuitBreakerConfig(**{**defaults, **config})  # type: ignore[arg-type]
     hook = None if changes is None else (lambda *change: changes.append(change))
     return CircuitBreaker(settings, name="openai /v1/chat", clock=clock.now, on_change=hook)
 
@@ -182,3 +184,62 @@ def test_registry_first_config_and_hook_win() -> None:
     assert again is one
     again.record_failure()
     assert state(one) == "open" and seen == [("p e", "closed", "open")]
+
+
+def test_failures_in_flight_together_count_as_one_event() -> None:
+    """20 requests in flight when the upstream restarts: one event, not 20 failures."""
+    clock = ManualClock()
+    circuit = breaker(clock)
+    tickets = [circuit.before_request() for _ in range(20)]
+    for ticket in tickets:
+        circuit.record_failure(ticket)
+    assert state(circuit) == "closed"
+    assert circuit.statistics().consecutive_failures == 1
+    # requests admitted after that failure fail on their own: each is an event again
+    for _ in range(2):
+        circuit.record_failure(circuit.before_request())
+    assert state(circuit) == "open"
+
+
+def test_openings_start_short_and_double_up_to_open_duration() -> None:
+    clock = ManualClock()
+    circuit = breaker(clock, initial_open_duration_s=1.0, open_duration_s=10.0)
+    trip(circuit)
+    lengths = []
+    for _ in range(6):  # every probe fails: 1, 2, 4, 8, then the cap
+        with pytest.raises(CircuitOpen) as info:
+            circuit.before_request()
+        lengths.append(info.value.retry_after)
+        clock.advance(info.value.retry_after)
+        circuit.record_failure(circuit.before_request())
+    assert lengths == pytest.approx([1.0, 2.0, 4.0, 8.0, 10.0, 10.0])
+    clock.advance(10.0)
+    circuit.before_request()
+    circuit.record_success()
+    assert state(circuit) == "closed"
+    clock.advance(3.0)  # opened again soon after closing: still the same outage
+    trip(circuit)
+    with pytest.raises(CircuitOpen) as again:
+        circuit.before_request()
+    assert again.value.retry_after == pytest.approx(10.0)
+    clock.advance(10.0)
+    circuit.before_request()
+    circuit.record_success()
+    clock.advance(10.0)  # closed for a whole open_duration_s: a new outage starts short
+    trip(circuit)
+    with pytest.raises(CircuitOpen) as fresh:
+        circuit.before_request()
+    assert fresh.value.retry_after == pytest.approx(1.0)
+
+
+def test_a_straggler_failing_while_half_open_is_not_a_probe() -> None:
+    clock = ManualClock()
+    circuit = breaker(clock)
+    straggler = circuit.before_request()
+    trip(circuit)
+    clock.advance(10.0)
+    probe = circuit.before_request()
+    circuit.record_failure(straggler)  # admitted before the circuit opened
+    assert state(circuit) == "half_open"
+    circuit.record_failure(probe)
+    assert state(circuit) == "open"

@@ -22,6 +22,7 @@ def test_defaults_match_the_documented_config() -> None:
     assert msgspec.to_builtins(CircuitBreakerConfig()) == {
         "failure_threshold": 5,
         "open_duration_s": 30.0,
+        "initial_open_duration_s": 1.0,
         "half_open_probes": 1,
     }
     assert msgspec.to_builtins(RateLimits()) == {
