@@ -37,6 +37,7 @@ from inference_runtime.errors import (
     NoHealthyReplica,
     RequestError,
 )
+from inference_runtime.gateway import json_body
 from inference_runtime.gateway.leases import acquire_lease, tell_reliably
 from inference_runtime.gateway.request_flow import MAX_ATTEMPTS
 from inference_runtime.metrics import RequestRecord, ReserveBudget, tell_record
@@ -66,7 +67,7 @@ _MISSING = re.compile(r"missing required field `([^`]+)`")
 def decode_request(body: bytes) -> EmbeddingRequest:
     """Parse and check a body; errors are 400s naming the parameter (as ``schema.decode``)."""
     try:
-        req = _decoder.decode(body)
+        req = json_body.decode(body, _decoder.decode)
     except msgspec.ValidationError as error:
         text = str(error)
         if unknown := _UNKNOWN.search(text):

@@ -13,6 +13,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from inference_runtime.errors import RequestError, UnsupportedParameter
+from inference_runtime.gateway import json_body
 from inference_runtime.gateway.messages import Message, validate_messages
 from inference_runtime.remote.config import RemoteConfig
 from inference_runtime.types import Deployment, SamplingParams
@@ -145,7 +146,7 @@ _MISSING = re.compile(r"missing required field `([^`]+)`")
 def decode(body: bytes, cls: type[T]) -> T:
     """Parse and type-check a body; errors become a 400 naming the parameter."""
     try:
-        result: T = _decoders[cls].decode(body)
+        result: T = json_body.decode(body, _decoders[cls].decode)
     except msgspec.ValidationError as error:
         text = str(error)
         unknown = _UNKNOWN.search(text)
