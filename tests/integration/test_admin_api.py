@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from inference_runtime import Runtime, RuntimeConfig
+from inference_runtime.gateway import key_throttle
 from support.runtime import USER, base_url, client, fake, serve, wait_healthy
 
 ADMIN = {"Authorization": "Bearer admin-secret"}
@@ -244,13 +245,44 @@ async def test_api_keys_admin_key_and_per_key_rate_limits() -> None:
             await one.models.list()
         assert int(limited.value.response.headers["Retry-After"]) >= 1
         await client(runtime, api_key="key-two").models.list()  # limits are per key
-        # the admin API takes the admin key only
-        status, _ = await call(
+        # the admin API takes the admin key only: a valid API key is known, but not for this
+        status, body = await call(
             runtime, "GET", "/admin/deployments", headers={"Authorization": "Bearer key-two"}
         )
-        assert status == 401
+        assert status == 403 and body["error"]["type"] == "permission_error"
+        status, body = await call(
+            runtime, "GET", "/admin/deployments", headers={"Authorization": "Bearer nope"}
+        )
+        assert status == 401 and body["error"]["type"] == "authentication_error"
         status, _ = await call(runtime, "GET", "/admin/deployments", headers=ADMIN)
         assert status == 200
+
+
+@pytest.mark.parametrize("path", ["/v1/models", "/admin/deployments"])
+async def test_wrong_keys_from_one_client_are_slowed(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst of wrong keys, then 429 with Retry-After for that client, whatever key it sends
+    (a right guess must not get through at full speed); another client is not slowed."""
+    monkeypatch.setattr(key_throttle, "REFILL_S", 3600.0)  # no try comes back during the test
+    async with serve(sections={"auth": AUTH}) as runtime:
+        wrong = {"Authorization": "Bearer guess"}
+        right = ADMIN if path.startswith("/admin") else {"Authorization": "Bearer key-one"}
+        statuses = [(await call(runtime, "GET", path, headers=wrong))[0] for _ in range(12)]
+        assert statuses[:10] == [401] * 10 and statuses[10:] == [429, 429], statuses
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(base_url(runtime) + path, headers=right) as response,
+        ):
+            assert response.status == 429 and int(response.headers["Retry-After"]) >= 1
+            assert (await response.json())["error"]["type"] == "rate_limit_error"
+        # another client (another loopback address) with the right key is served as before
+        connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+        async with (
+            aiohttp.ClientSession(connector=connector) as http,
+            http.get(base_url(runtime) + path, headers=right) as response,
+        ):
+            assert response.status == 200
 
 
 async def test_admin_api_is_closed_without_an_admin_key_when_api_keys_exist() -> None:

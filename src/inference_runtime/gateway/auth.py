@@ -1,5 +1,6 @@
-"""Who may call what: Bearer API keys on ``/v1/*``, the admin key on ``/admin/*``, and a
-requests-per-minute limit per API key.
+"""Who may call what: Bearer API keys on ``/v1/*``, the admin key on ``/admin/*`` (an API key
+there is 403: known, but not for this), a requests-per-minute limit per API key, and wrong keys
+slowed per client (``key_throttle``).
 
 Keys are compared in constant time: every configured key is compared (no early exit) on
 SHA-256 digests (equal lengths), so neither the position nor the length of a key leaks.
@@ -18,6 +19,7 @@ from aiohttp import web
 
 from inference_runtime.config import AuthConfig, read_keys
 from inference_runtime.errors import AuthenticationFailed, PermissionDenied, RateLimited
+from inference_runtime.gateway.key_throttle import KeyThrottle
 from inference_runtime.types import Secret
 
 
@@ -74,6 +76,7 @@ class Authenticator:
         self._rate = config.requests_per_minute
         self._clock = clock
         self._buckets: dict[bytes, _KeyBucket] = {}
+        self._throttle = KeyThrottle(clock=clock)
 
     @property
     def open(self) -> bool:
@@ -100,14 +103,20 @@ class Authenticator:
         given = self._bearer(request)
         if given is None:
             raise AuthenticationFailed("missing API key: send it as 'Authorization: Bearer <key>'")
-        found: Secret | None = None
-        for digest, key in self._api:
-            if hmac.compare_digest(given, digest):
-                found = key
-        if found is None:
+        client = request.remote or ""
+        self._throttle.check(client)
+        if self._api_key(given) is None:
+            self._throttle.failed(client)
             raise AuthenticationFailed("incorrect API key provided")
         if self._rate is not None:
             self._spend(given)
+
+    def _api_key(self, given: bytes) -> Secret | None:
+        found: Secret | None = None
+        for digest, key in self._api:  # every key compared: no early exit
+            if hmac.compare_digest(given, digest):
+                found = key
+        return found
 
     def _spend(self, digest: bytes) -> None:
         assert self._rate is not None
@@ -140,8 +149,17 @@ class Authenticator:
             raise AuthenticationFailed(
                 "missing admin key: send it as 'Authorization: Bearer <admin key>'"
             )
+        client = request.remote or ""
+        self._throttle.check(client)
         ok = False
         for digest in self._admin:
             ok |= hmac.compare_digest(given, digest)
-        if not ok:
-            raise AuthenticationFailed("incorrect admin key provided")
+        if ok:
+            return
+        if self._api_key(given) is not None:
+            raise PermissionDenied(
+                "this is an API key: the admin API takes the admin key "
+                "('Authorization: Bearer <admin key>')"
+            )
+        self._throttle.failed(client)
+        raise AuthenticationFailed("incorrect admin key provided")
