@@ -183,6 +183,17 @@ class NoHealthyReplica(Unavailable):
 class ReplicaFailed(Unavailable):
     """The replica serving the request failed (its context was poisoned or it was taken out)."""
 
+    in_step: bool = False
+    """The request was in the step that failed (or hung): it may be what broke the replica."""
+    alone: bool = False
+    """... and no other request shared that step: it is what broke the replica."""
+
+    def __init__(
+        self, message: str, *, retry_after: float = 1.0, in_step: bool = False, alone: bool = False
+    ) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.in_step, self.alone = in_step, alone
+
 
 class CircuitOpen(Unavailable):
     """The circuit breaker for the upstream is open."""

@@ -14,63 +14,54 @@ from typing import Any
 
 import aiohttp
 import openai
+import pytest
 import yaml
 
-from inference_runtime import (
-    ActorSystem,
-    DeploymentManagerActor,
-    DpCoordinatorActor,
-    GatewayConfig,
-    MetricsActor,
-    Props,
-    spawn_gateway,
-)
-from inference_runtime.cluster import ApplyDeployment, GetRoutingTable
-from inference_runtime.gateway import GetAddress
-from inference_runtime.testing import FakeRunner
-from inference_runtime.types import Deployment, ReplicaState
+from support.runtime import USER, client, fake, serve, table, wait_healthy
 
 
-async def test_idempotent_request_retried_on_another_replica() -> None:
-    built: list[FakeRunner] = []
-
-    def factory(dep: Deployment, **_: object) -> FakeRunner:
-        # the first replica's runner is poisoned by "MAYBE"; the second one is not
-        config = {**dep.runtime_config, "poison_marker": "MAYBE"} if not built else {}
-        runner = FakeRunner(Deployment.from_dict({**dep.to_dict(), "runtime_config": config}))
-        built.append(runner)
-        return runner
-
-    system = ActorSystem.create("retry")
-    dp = system.actor_of(Props(DpCoordinatorActor), "dp")
-    metrics = system.actor_of(Props(MetricsActor), "metrics")
-    mgr = system.actor_of(
-        Props(
-            lambda: DeploymentManagerActor(coordinator=dp, metrics=metrics, runner_factory=factory)
-        ),
-        "mgr",
+async def test_innocents_of_a_failed_step_are_retried_and_its_culprit_is_final() -> None:
+    """A whole (non-streamed) reply that was generating when another request poisoned its
+    replica is retried on the other replica (its buffered tokens never reached the client);
+    the poisoning request, alone in its step, is answered with a final 500 (not retried onto
+    the other replica, which stays untouched)."""
+    dep = fake(
+        replicas=2,
+        poison_marker="MAYBE",
+        token_latency_ms=5,
+        output_tokens=10_000,
+        routing="session_affinity",
     )
-    gateway = spawn_gateway(system, GatewayConfig(port=0), dp)
-    try:
-        await mgr.ask(ApplyDeployment(Deployment(name="d", runtime="fake", replicas=2)))
-        host, port = await gateway.ask(GetAddress())
-        for _ in range(200):
-            rows = (await dp.ask(GetRoutingTable())).deployments.get("d", ())
-            if sum(r.state is ReplicaState.HEALTHY for r in rows) == 2:
+    async with serve(dep) as runtime:
+        await wait_healthy(runtime, "fake", 2)
+        api = client(runtime, timeout=30)
+        sticky = {"X-Session-Id": "one-replica"}
+        innocent = asyncio.ensure_future(
+            api.chat.completions.with_raw_response.create(
+                model="fake", messages=USER, max_tokens=400, extra_headers=sticky
+            )
+        )
+        for _ in range(2000):  # until the innocent runs (and has produced tokens)
+            rows = (await table(runtime)).deployments["fake"]
+            busy = [r for r in rows if r.running]
+            if busy:
                 break
-            await asyncio.sleep(0.01)
-        async with openai.AsyncOpenAI(
-            base_url=f"http://{host}:{port}/v1", api_key="x", max_retries=0
-        ) as api:
-            for i in range(4):
-                reply = await api.chat.completions.with_raw_response.create(
-                    model="d", messages=[{"role": "user", "content": f"MAYBE {i}"}], max_tokens=3
-                )
-                assert reply.headers["x-replica-id"] == "d#1"
-                assert reply.parse().usage.completion_tokens == 3
-        assert built[0].rebuilds >= 1  # the poisoned replica was tried, failed, and restarted
-    finally:
-        await system.shutdown()
+            await asyncio.sleep(0.005)
+        [victim] = busy
+        with pytest.raises(openai.InternalServerError) as culprit:
+            await api.chat.completions.create(
+                model="fake",
+                messages=[{"role": "user", "content": "MAYBE"}],
+                max_tokens=3,
+                extra_headers=sticky,
+            )
+        assert culprit.value.body["code"] == "request_failed_replica"  # type: ignore[index]
+        reply = await innocent
+        assert reply.headers["x-replica-id"] != victim.replica_id
+        assert reply.parse().usage.completion_tokens == 400
+        rows = {r.replica_id: r for r in (await table(runtime)).deployments["fake"]}
+        other = next(rid for rid in rows if rid != victim.replica_id)
+        assert rows[other].context_restarts == 0  # the culprit never reached it
 
 
 def _free_port() -> int:

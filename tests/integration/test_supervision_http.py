@@ -34,8 +34,10 @@ async def test_poisoned_replica_restarts_and_next_request_succeeds() -> None:
         try:
             await api.chat.completions.create(model="fake", messages=poison)
         except openai.APIStatusError as error:
-            assert error.status_code == 503
-            assert error.body["code"] == "replica_failed"  # type: ignore[index]
+            # alone in the step that failed: the request is the cause, final (not a 503
+            # that invites the client to send it again, onto the next replica)
+            assert error.status_code == 500
+            assert error.body["code"] == "request_failed_replica"  # type: ignore[index]
         else:
             raise AssertionError("a poisoned request cannot succeed")
         await wait_healthy(runtime, "fake", 1)
@@ -63,7 +65,7 @@ async def test_four_poisons_take_the_replica_out_and_traffic_moves() -> None:
                     extra_headers=headers,
                 )
             except openai.APIStatusError as error:
-                assert error.status_code == 503
+                assert error.status_code == 500
             if i < 3:
                 await wait_healthy(runtime, "fake", 2)
 

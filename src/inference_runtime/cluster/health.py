@@ -7,9 +7,13 @@ step counter between health checks instead.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
+from inference_runtime.actors import ActorRef
 from inference_runtime.engine import EngineStatistics
+from inference_runtime.engine.replica import StepHung
+from inference_runtime.errors import InferenceRuntimeError
 from inference_runtime.types import ReplicaState
 
 
@@ -45,3 +49,11 @@ class ProgressWatch:
 
     def forget(self, replica_id: str) -> None:
         self._seen.pop(replica_id, None)
+
+
+async def tell_hung(engine: ActorRef, reason: str, *, timeout: float) -> None:
+    """Before a hung replica is taken out: its engine fails the requests of the step that never
+    returned as suspects of it (``StepHung``), so that the one that hangs replicas is not retried
+    onto the next replica with the others. An engine that cannot answer is stopped anyway."""
+    with contextlib.suppress(InferenceRuntimeError):
+        await engine.ask(StepHung(reason), timeout=timeout)

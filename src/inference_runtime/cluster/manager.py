@@ -25,7 +25,7 @@ from inference_runtime.actors import (
     SupervisorStrategy,
     Terminated,
 )
-from inference_runtime.cluster.health import ProgressWatch
+from inference_runtime.cluster.health import ProgressWatch, tell_hung
 from inference_runtime.cluster.inventory import probe_local_node
 from inference_runtime.cluster.launcher import LocalLauncher, ReplicaLauncher, RunnerFactory
 from inference_runtime.cluster.placement import DeploymentPlacementActor
@@ -350,7 +350,10 @@ class DeploymentManagerActor(Actor):
                 reason = None if record.spec.remote else self.watch.observe(stats, now)
             if reason is not None and record.phase is Phase.RUNNING:
                 log.error("replica %s: %s", record.replica_id, reason)
-                self.reconciler.mark_failed(record, reason, hung=stats is not None)
+                if stats is not None and record.engine is not None:
+                    await tell_hung(record.engine, reason, timeout=self.config.health_interval_s)
+                if record.phase is Phase.RUNNING:  # unless it changed while we told the engine
+                    self.reconciler.mark_failed(record, reason, hung=stats is not None)
 
     # -- views -----------------------------------------------------------------------------
 

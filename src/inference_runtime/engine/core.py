@@ -13,7 +13,7 @@ from inference_runtime.engine.replica import EngineStatistics, GetEngineStats, R
 from inference_runtime.engine.scheduler import Scheduler
 from inference_runtime.engine.sequence import Sequence, SequenceStatus
 from inference_runtime.engine.sink import SequenceSink
-from inference_runtime.errors import OutOfMemory, ReplicaFailed
+from inference_runtime.errors import ContextPoisoned, OutOfMemory, ReplicaFailed, Unrecoverable
 from inference_runtime.types import EngineRequest, ReplicaState, Usage
 
 _DONE = (SequenceStatus.FINISHED, SequenceStatus.ABORTED)
@@ -28,6 +28,8 @@ class AddRequest:
 
     requests: tuple[EngineRequest, ...]
     sink: SequenceSink
+    isolate: bool = False
+    """The request was in a step that failed elsewhere: run it in steps of its own."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,8 @@ class EngineCoreActor(ReplicaActor):
         )
         self.requests: dict[str, list[Sequence]] = {}
         self.stepping = False
+        self.step: list[Sequence] = []
+        """The sequences of the step in flight (while ``stepping``)."""
 
     # -- control messages --------------------------------------------------------------
 
@@ -73,6 +77,9 @@ class EngineCoreActor(ReplicaActor):
             raise ReplicaFailed(f"replica {self.replica_id} is {self.state.value}")
         loop = asyncio.get_running_loop()
         seqs = build_sequences(self.runner_obj, message.requests, message.sink, arrival=loop.time())
+        if message.isolate:
+            for seq in seqs:
+                seq.isolated = True
         self.scheduler.add(seqs)
         self.requests[message.requests[0].request_id] = seqs
         self._poke()
@@ -101,16 +108,16 @@ class EngineCoreActor(ReplicaActor):
                 continue
             runner = self.runner
             batch, seqs = self.scheduler.schedule()
-            self.stepping = True
+            self.stepping, self.step = True, seqs
             try:
                 outputs = await runner.execute(batch)
             except asyncio.CancelledError:
                 raise
             except Exception as error:
-                self._step_failed(error)
+                self._step_failed(error, seqs)
                 continue
             finally:
-                self.stepping = False
+                self.stepping, self.step = False, []
             self.steps += 1
             chunks, finished = self.scheduler.update(seqs, outputs)
             for seq, chunk in chunks:
@@ -121,19 +128,50 @@ class EngineCoreActor(ReplicaActor):
             self._release_now()
             self._report_load()
 
-    def _step_failed(self, error: Exception) -> None:
+    def _step_failed(self, error: Exception, step: list[Sequence]) -> None:
         """The runner failed mid-step: the running sequences fail (OOM's culprits with the
-        OOM itself, the rest with a retryable error); waiting ones wait for the rebuild."""
+        OOM itself, the rest with a retryable error that says whether they were in the step,
+        and alone there); waiting ones wait for the rebuild.
+
+        A step that held only an isolated sequence failed because of its request, which had
+        already failed a step elsewhere: the device is not to blame, so even ``Unrecoverable``
+        restarts the context instead of taking the replica out (a device that is really gone
+        fails its rebuild, and that escalates)."""
+        alone = _alone(step)
+        if isinstance(error, Unrecoverable) and alone and step[0].isolated:
+            error = ContextPoisoned(f"{error} (in a step of a request that failed one before)")
         self._context_failed(error)
         culprits = error.sequence_ids if isinstance(error, OutOfMemory) else ()
+        in_step = {seq.seq_id for seq in step}
         for seq in self.scheduler.fail_running():
             self._forget(seq)
             if isinstance(error, OutOfMemory) and (not culprits or seq.seq_id in culprits):
                 failure: BaseException = error
             else:
-                failure = ReplicaFailed(f"replica {self.replica_id}: its context failed")
+                failure = self._lost(seq, in_step, alone, "its context failed")
             seq.sink.on_error(seq.request.choice_index, failure, _usage(seq))
         self._report_load()
+
+    def _step_hung(self, reason: str) -> None:
+        """The step in flight never returned: fail everything (the replica is about to be taken
+        out), the step's requests as suspects of it. The step stays awaited until the stop."""
+        step = self.step if self.stepping else []
+        alone, in_step = _alone(step), {seq.seq_id for seq in step}
+        self.state, self.reason, self.runner = ReplicaState.FAILED, reason, None
+        for seq in self.scheduler.drain_all():
+            failure = self._lost(seq, in_step, alone, f"its step hung ({reason})")
+            seq.sink.on_error(seq.request.choice_index, failure, _usage(seq))
+        self.requests.clear()
+        self._report_load()
+
+    def _lost(self, seq: Sequence, in_step: set[str], alone: bool, why: str) -> ReplicaFailed:
+        if seq.seq_id not in in_step:
+            return ReplicaFailed(f"replica {self.replica_id}: {why}")
+        return ReplicaFailed(
+            f"replica {self.replica_id}: {why}, with this request in the step",
+            in_step=True,
+            alone=alone,
+        )
 
     def _fail_all(self, error: ReplicaFailed) -> None:
         for seq in self.scheduler.drain_all():
@@ -146,7 +184,13 @@ class EngineCoreActor(ReplicaActor):
             del self.requests[seq.request.request_id]
 
     def _counts(self) -> tuple[int, int]:
-        return len(self.scheduler.waiting), len(self.scheduler.running)
+        scheduler = self.scheduler
+        return len(scheduler.waiting), len(scheduler.running) + len(scheduler.solo)
+
+
+def _alone(step: list[Sequence]) -> bool:
+    """One request in the step (its choices may be several sequences)."""
+    return bool(step) and all(s.request.request_id == step[0].request.request_id for s in step)
 
 
 def _usage(seq: Sequence) -> Usage:

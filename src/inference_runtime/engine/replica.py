@@ -64,6 +64,15 @@ class ReplicaDown:
 
 
 @dataclass(frozen=True, slots=True)
+class StepHung:
+    """From the health check, before it takes the replica out (ask; every replica answers it):
+    the step in flight never returned. Its requests fail as a failed step's do (so that the one
+    that hangs replicas is found); the rest fail as any request of a lost replica."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class _LoopCrashed:
     error: BaseException
 
@@ -112,6 +121,10 @@ class ReplicaActor(Actor):
         """(waiting, running), as the load report counts them."""
         raise TypeError(f"{type(self).__name__} does not implement _counts()")
 
+    def _step_hung(self, reason: str) -> None:
+        """The health check found the work loop stuck (``StepHung``); by default the stop that
+        follows fails what is left."""
+
     # -- lifecycle ---------------------------------------------------------------------
 
     def pre_start(self) -> None:
@@ -147,6 +160,8 @@ class ReplicaActor(Actor):
                 self._mark_failed(f"context failed beyond its restart window: {error!r}")
             case GetEngineStats():
                 return self.statistics()
+            case StepHung(reason=reason):
+                self._step_hung(reason)
             case _LoopCrashed(error=error):
                 raise error
         return None

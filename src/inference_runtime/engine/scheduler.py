@@ -8,6 +8,10 @@ budget runs alone, so it cannot starve).
 Prefill first: when sequences are waiting while others decode, the next step runs their prefills
 alone, so a new request's first token does not wait for a decode step too; the step after always
 decodes (new prefills may join it), so a stream of arrivals cannot stall the running ones.
+
+Isolated sequences (a suspect of a failed step: ``Sequence.isolated``) never share a step: each
+runs alone in its turn, between the batch's steps, for its whole life, so a step that fails
+with one in it names its culprit and takes no innocent with it.
 """
 
 from __future__ import annotations
@@ -40,14 +44,16 @@ class Scheduler:
         self.waiting: deque[Sequence] = deque()
         self.running: dict[str, Sequence] = {}
         self.released: list[str] = []
+        self.solo: deque[Sequence] = deque()
+        """Isolated sequences, waiting or running, in the order of their turns."""
         self._prefill_only_last = False
+        self._solo_last = False
 
     # -- admission ---------------------------------------------------------------------
 
     def has_room(self, count: int = 1) -> bool:
-        return (
-            len(self.running) + len(self.waiting) + count <= self.max_num_seqs + self.queue_capacity
-        )
+        held = len(self.running) + len(self.waiting) + len(self.solo)
+        return held + count <= self.max_num_seqs + self.queue_capacity
 
     def add(self, sequences: list[Sequence]) -> None:
         """Queue sequences (all choices of a request together); Backpressure when full."""
@@ -57,7 +63,8 @@ class Scheduler:
                 f"{len(self.waiting)} waiting)",
                 retry_after=self.retry_after,
             )
-        self.waiting.extend(sequences)
+        for seq in sequences:
+            (self.solo if seq.isolated else self.waiting).append(seq)
 
     def abort(self, seq_id: str) -> Sequence | None:
         """Remove a sequence wherever it is; its runner state is released at the next step."""
@@ -65,11 +72,9 @@ class Scheduler:
         if seq is not None:
             self.released.append(seq_id)
         else:
-            for candidate in self.waiting:
-                if candidate.seq_id == seq_id:
-                    seq = candidate
-                    self.waiting.remove(candidate)
-                    break
+            seq = _take(self.waiting, seq_id) or _take(self.solo, seq_id)
+            if seq is not None and seq.status is SequenceStatus.RUNNING:  # a solo one
+                self.released.append(seq_id)
         if seq is not None:
             seq.status = SequenceStatus.ABORTED
         return seq
@@ -78,11 +83,18 @@ class Scheduler:
 
     @property
     def has_work(self) -> bool:
-        return bool(self.running or self.waiting)
+        return bool(self.running or self.waiting or self.solo)
 
     def schedule(self) -> tuple[ScheduledBatch, list[Sequence]]:
         """The next step's batch: every running sequence decodes, waiting ones join while
-        slots and the token budget allow. Returns the batch and the sequences in it."""
+        slots and the token budget allow; or, every other step while there are isolated
+        sequences, one of them alone. Returns the batch and the sequences in it."""
+        solo_turn = bool(self.solo) and (not self._solo_last or not (self.running or self.waiting))
+        self._solo_last = solo_turn
+        if solo_turn:
+            seq = self.solo[0]
+            self.solo.rotate(-1)
+            return self._batch([seq])
         prefill_only = (
             bool(self.waiting)
             and bool(self.running)
@@ -101,6 +113,9 @@ class Scheduler:
             budget -= cost
             seqs.append(head)
             self.running[head.seq_id] = head
+        return self._batch(seqs)
+
+    def _batch(self, seqs: list[Sequence]) -> tuple[ScheduledBatch, list[Sequence]]:
         batch = ScheduledBatch(sequences=[s.scheduled() for s in seqs], released=self.released)
         self.released = []
         for seq in seqs:
@@ -123,16 +138,20 @@ class Scheduler:
             chunks.append((seq, seq.append(out)))
             if seq.finish_reason is not None:
                 seq.status = SequenceStatus.FINISHED
-                del self.running[seq.seq_id]
+                if seq.isolated:
+                    self.solo.remove(seq)
+                else:
+                    del self.running[seq.seq_id]
                 self.released.append(seq.seq_id)
                 finished.append(seq)
         return chunks, finished
 
     def drain_all(self) -> list[Sequence]:
         """Take every sequence out (the replica failed); their runner state is gone with it."""
-        seqs = [*self.running.values(), *self.waiting]
+        seqs = [*self.running.values(), *self.waiting, *self.solo]
         self.running.clear()
         self.waiting.clear()
+        self.solo.clear()
         self.released = []
         for seq in seqs:
             seq.status = SequenceStatus.ABORTED
@@ -142,7 +161,19 @@ class Scheduler:
         """Take the running sequences out (their context was lost); waiting ones stay."""
         seqs = list(self.running.values())
         self.running.clear()
+        started = [s for s in self.solo if s.status is SequenceStatus.RUNNING]
+        for seq in started:
+            self.solo.remove(seq)
+        seqs += started
         self.released = []
         for seq in seqs:
             seq.status = SequenceStatus.ABORTED
         return seqs
+
+
+def _take(queue: deque[Sequence], seq_id: str) -> Sequence | None:
+    for candidate in queue:
+        if candidate.seq_id == seq_id:
+            queue.remove(candidate)
+            return candidate
+    return None

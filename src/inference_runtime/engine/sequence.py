@@ -29,6 +29,7 @@ class Sequence:
         "finish_reason",
         "first_token_at",
         "holdback",
+        "isolated",
         "max_tokens",
         "output_ids",
         "prompt_ids",
@@ -51,8 +52,12 @@ class Sequence:
         max_tokens: int,
         sink: SequenceSink,
         arrival: float,
+        isolated: bool = False,
     ) -> None:
         self.request = request
+        self.isolated = isolated
+        """Runs in steps of its own: its request was in a step that failed, so if it fails
+        again it is alone there (the culprit, for sure), and no other request is in its step."""
         self.seq_id = request.sequence_id
         self.prompt_ids = prompt_ids
         self.prompt_text = prompt_text

@@ -26,6 +26,8 @@ from inference_runtime.errors import (
     BudgetExceeded,
     InferenceRuntimeError,
     NoHealthyReplica,
+    ReplicaFailed,
+    RequestFailedReplicas,
 )
 from inference_runtime.gateway.leases import acquire_lease, tell_reliably
 from inference_runtime.gateway.stream import ResponseStream
@@ -114,6 +116,8 @@ class RequestFlow:
         self.sent: list[str] = []
         self.attempt = 0
         self.tried: set[str] = set()
+        self.broke: list[str] = []
+        """Replicas whose failing step this request was in: once is suspect, twice is final."""
         self.reservation: int | None = None
         self.prompt_tokens = 0
         self.ended: dict[tuple[int, int], Usage] = {}
@@ -142,11 +146,9 @@ class RequestFlow:
         ``error``). Control events that came in meanwhile are handled first, one at a time."""
         stream = self.job.stream
         while True:
-            batch = await stream.next_batch()
-            if self.events:
+            if self.events:  # first: a retry drops what its failed attempt queued
                 await self._handle_events()
-                if not batch:
-                    continue  # what the events brought (a retry's tokens, the end) comes next
+            batch = await stream.next_batch()
             if batch or stream.ended:
                 return batch
 
@@ -282,7 +284,8 @@ class RequestFlow:
                 # recorded before the ask: if we are cancelled while it is in flight, the
                 # abort sent on stop reaches the engine after it (same mailbox, FIFO)
                 self.sent.append(group[0].request_id)
-                admitted: Admitted = await lease.engine.ask(AddRequest(group, sink))
+                add = AddRequest(group, sink, isolate=bool(self.broke))
+                admitted: Admitted = await lease.engine.ask(add)
                 prompt_tokens += admitted.prompt_tokens
             self.prompt_tokens = prompt_tokens
             self.job.stream.replica_id = lease.replica_id
@@ -327,22 +330,51 @@ class RequestFlow:
     # -- endings -------------------------------------------------------------------------
 
     def _choice_failed(self, event: _ChoiceFailed) -> bool:
-        """Fail the request, or abandon this attempt and answer True: retry it."""
+        """Fail the request, or abandon this attempt and answer True: retry it.
+
+        A request in the step that broke a replica may be what broke it (a query of death):
+        alone there, it is for sure, and one that broke a second replica is taken to be; either
+        is final. One that shared the step is retried once, isolated (in steps of its own),
+        so that it cannot take another request down with it and is alone if it fails again."""
         error = event.error
+        assert self.lease is not None
+        if isinstance(error, ReplicaFailed) and error.in_step:
+            self.broke.append(self.lease.replica_id)
+            if error.alone or len(self.broke) > 1:
+                error = self._query_of_death(error)
         retryable = isinstance(error, InferenceRuntimeError) and error.retryable
+        stream = self.job.stream
         if (
             retryable
-            and self.job.stream.emitted == 0
+            and stream.emitted == 0
             and self.deployment.idempotent
             and self.attempt < MAX_ATTEMPTS
         ):
-            assert self.lease is not None
             self.tried.add(self.lease.replica_id)
             self.last_error = error
             self._abandon_attempt()
+            stream.discard()  # what the failed attempt produced never reached the client
+            self.ended, self.completion_tokens = {}, 0
+            self.first_token_at = self.last_token_at = None
+            self.itl = []
             return True
         self._fail(error)
         return False
+
+    def _query_of_death(self, error: ReplicaFailed) -> RequestFailedReplicas:
+        replicas = ", ".join(self.broke)
+        how = "alone in" if error.alone else "in"
+        log.error(
+            "request %s was %s the failing step of replica(s) %s: answered, not retried",
+            self.job.request_id, how, replicas,
+        )  # fmt: skip
+        final = RequestFailedReplicas(
+            f"request {self.job.request_id} was {how} the failing step of replica(s) "
+            f"{replicas}; it is not retried",
+            request_id=self.job.request_id,
+        )
+        final.__cause__ = error
+        return final
 
     def _final_usage(self) -> Usage:
         """What the engines reported is authoritative (a provider's own usage); counting the

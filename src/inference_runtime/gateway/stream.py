@@ -2,6 +2,10 @@
 
 The engine pushes (through the request's sink) and the HTTP handler drains; no actor mailbox is
 involved. The handler takes everything queued at once, so a slow writer gets fewer, larger writes.
+
+What is queued has not reached the client: a retry may drop it (``discard``) and start again.
+Only what the handler took counts as sent (``emitted``); a response sent whole is taken at its
+end only, so a replica that fails before then is retried like a stream that sent nothing.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ class ResponseStream:
         self._waiter: asyncio.Future[None] | None = None
         self._interrupted = False
         self.emitted = 0
-        """Chunks handed to the client side so far (0: a retry is still invisible)."""
+        """Chunks the handler took to write to the client (0: a retry is still invisible)."""
         self.ended = False
         self.usage: Usage | None = None
         self.error: BaseException | None = None
@@ -44,7 +48,6 @@ class ResponseStream:
         if self.ended:
             return
         self._queue.append(chunk)
-        self.emitted += 1
         if self.wake_each_chunk:
             self._wake()
 
@@ -53,7 +56,6 @@ class ResponseStream:
         if self.ended or not chunks:
             return
         self._queue += chunks
-        self.emitted += len(chunks)
         if self.wake_each_chunk:
             self._wake()
 
@@ -67,9 +69,17 @@ class ResponseStream:
             self.ended, self.error = True, error
             self._wake()
 
+    def discard(self) -> None:
+        """Drop what is queued (a retry starts the response again); only before anything was
+        taken, since what was taken may have reached the client."""
+        assert self.emitted == 0
+        assert not self.ended
+        self._queue = []
+
     def interrupt(self) -> None:
-        """Wake the reader without a chunk: ``next_batch`` returns what it has, maybe nothing,
-        though the stream has not ended (its owner has something to handle first)."""
+        """Wake the reader without a chunk: ``next_batch`` returns nothing, though the stream
+        has not ended, and keeps what is queued (its owner has something to handle first: what
+        is queued may be dropped by a retry)."""
         self._interrupted = True
         self._wake()
 
@@ -81,7 +91,7 @@ class ResponseStream:
     async def next_batch(self) -> list[TokenChunk]:
         """Everything queued now, waiting for at least one chunk or the end (only the end,
         without ``wake_each_chunk``), or an ``interrupt``. An empty list means the stream has
-        ended (see ``usage`` / ``error``) or was interrupted."""
+        ended (see ``usage`` / ``error``) or was interrupted (then nothing is taken)."""
         while (
             not (self._queue and self.wake_each_chunk) and not self.ended and not self._interrupted
         ):
@@ -90,6 +100,9 @@ class ResponseStream:
                 await self._waiter
             finally:
                 self._waiter = None
-        self._interrupted = False
+        interrupted, self._interrupted = self._interrupted, False
+        if interrupted and not self.ended:  # an ended stream has nothing left to retry
+            return []
         batch, self._queue = self._queue, []
+        self.emitted += len(batch)
         return batch

@@ -15,6 +15,7 @@ from inference_runtime.engine import (
     GetEngineStats,
     create_runner,
 )
+from inference_runtime.engine.replica import StepHung
 from inference_runtime.errors import (
     Backpressure,
     ContextLengthExceeded,
@@ -182,7 +183,9 @@ async def test_poison_restarts_context_and_next_request_succeeds(system: ActorSy
     await bystander.done
     assert isinstance(bad.error(), ReplicaFailed)
     assert is_retryable(bad.error())
+    assert (bad.error().in_step, bad.error().alone) == (True, True)  # its own prefill step
     assert isinstance(bystander.error(), ReplicaFailed)  # in flight on the poisoned context
+    assert not bystander.error().in_step  # ... but not in the step: innocent
     good = RecordingSink()
     await engine.ask(AddRequest(request("good", max_tokens=3), good))
     await good.done
@@ -262,3 +265,60 @@ async def test_stopping_the_engine_fails_in_flight_requests(system: ActorSystem)
 def test_unknown_runtime_config_is_an_error() -> None:
     with pytest.raises(ValueError, match="tokens_per_second"):
         FakeRunner(deployment(tokens_per_second=5))
+
+
+async def test_requests_that_shared_the_failing_step_are_its_suspects(system: ActorSystem) -> None:
+    engine, _ = await start_engine(
+        system, deployment(poison_marker="POISON", token_latency_ms=20, output_tokens=5)
+    )
+    bad, other, later = RecordingSink(), RecordingSink(), RecordingSink()
+    await asyncio.gather(  # both admitted before the loop runs: one first step
+        engine.ask(AddRequest(request("bad", prompt="POISON pill"), bad)),
+        engine.ask(AddRequest(request("other"), other)),
+    )
+    await asyncio.gather(bad.done, other.done)
+    for sink in (bad, other):
+        assert isinstance(sink.error(), ReplicaFailed)
+        assert (sink.error().in_step, sink.error().alone) == (True, False)
+    await engine.ask(AddRequest(request("later", max_tokens=2), later))
+    await later.done
+    assert later.finished[0].completion_tokens == 2
+
+
+async def test_a_fatal_error_in_an_isolated_step_restarts_the_context(
+    system: ActorSystem,
+) -> None:
+    """An isolated request had failed a step elsewhere: its step failing again is its fault,
+    so even Unrecoverable restarts the context instead of taking this replica out too."""
+    engine, runner = await start_engine(system, deployment(fatal_marker="FATAL"))
+    sink = RecordingSink()
+    await engine.ask(AddRequest(request("a", prompt="FATAL"), sink, isolate=True))
+    await sink.done
+    assert (sink.error().in_step, sink.error().alone) == (True, True)
+    good = RecordingSink()
+    await engine.ask(AddRequest(request("b", max_tokens=2), good))
+    await good.done
+    stats = await engine.ask(GetEngineStats())
+    assert (stats.state, stats.context_restarts) == (ReplicaState.HEALTHY, 1)
+    assert runner.rebuilds == 1
+
+
+async def test_a_hung_step_fails_its_requests_as_suspects(system: ActorSystem) -> None:
+    engine, _ = await start_engine(
+        system, deployment(hang_marker="HANG", output_tokens=100_000, token_latency_ms=1)
+    )
+    running, hung = RecordingSink(), RecordingSink()
+    await engine.ask(AddRequest(request("running"), running))
+    await running.first_chunk
+    await engine.ask(AddRequest(request("hung", prompt="HANG now"), hung))
+    for _ in range(200):  # until the hung prefill is the step in flight
+        stats = await engine.ask(GetEngineStats())
+        if stats.running == 2:
+            break
+        await asyncio.sleep(0.001)
+    await engine.ask(StepHung("no engine step for 2 s"))
+    await asyncio.gather(running.done, hung.done)
+    assert (hung.error().in_step, hung.error().alone) == (True, True)
+    assert not running.error().in_step  # decoding, not in the prefill step that hung
+    stats = await engine.ask(GetEngineStats())
+    assert (stats.state, stats.running, stats.waiting) == (ReplicaState.FAILED, 0, 0)

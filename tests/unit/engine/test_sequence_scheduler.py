@@ -145,3 +145,46 @@ def test_abort_waiting_and_running() -> None:
     assert chunks == []
     assert finished == []
     assert sched.abort("nope") is None
+
+
+def test_an_isolated_sequence_never_shares_a_step() -> None:
+    """A suspect of a failed step runs alone in every step of its life, in turns with the
+    batch, so a step that fails with it in it holds nothing else."""
+    sched = Scheduler(max_num_seqs=8, max_batched_tokens=100, queue_capacity=8)
+    a, b = make_seq("a", max_tokens=3), make_seq("b", max_tokens=3)
+    suspect = make_seq("s", max_tokens=3)
+    suspect.isolated = True
+    sched.add([a, suspect, b])
+    steps: list[list[str]] = []
+    released: list[str] = []
+    for _ in range(20):
+        if not sched.has_work:
+            break
+        batch, seqs = sched.schedule()
+        released += batch.released
+        steps.append([s.seq_id for s in seqs])
+        sched.update(seqs, {s.seq_id: TokenOutput(token_id=1, text="x") for s in seqs})
+    assert not sched.has_work
+    with_suspect = [step for step in steps if "s/0" in step]
+    assert with_suspect == [["s/0"]] * 3  # every one of its steps, alone
+    assert sum(step.count("a/0") for step in steps) == 3
+    assert (released + sched.released).count("s/0") == 1  # its runner state is freed once
+
+
+def test_an_isolated_sequence_is_aborted_and_failed_like_the_others() -> None:
+    sched = Scheduler(max_num_seqs=2, max_batched_tokens=100, queue_capacity=2)
+    suspect, other = make_seq("s"), make_seq("o")
+    suspect.isolated = True
+    sched.add([suspect, other])
+    assert not sched.has_room(3)  # it holds a place like any other
+    _, seqs = sched.schedule()
+    assert seqs == [suspect]
+    assert sched.fail_running() == [suspect]  # it was running: its context is lost
+    assert sched.abort("o/0") is other
+    again = make_seq("t")
+    again.isolated = True
+    sched.add([again])
+    sched.schedule()
+    assert sched.abort("t/0") is again
+    assert sched.released == ["t/0"]
+    assert not sched.has_work

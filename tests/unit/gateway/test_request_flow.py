@@ -12,7 +12,7 @@ import pytest
 from inference_runtime.actors import Actor, ActorRef, ActorSystem, Props
 from inference_runtime.cluster import Release, Route, RouteLease
 from inference_runtime.engine import AbortRequest, AddRequest, Admitted
-from inference_runtime.errors import ReplicaFailed, Unavailable
+from inference_runtime.errors import ReplicaFailed, RequestFailedReplicas, Unavailable
 from inference_runtime.gateway.request_flow import RequestFlow, RequestJob
 from inference_runtime.gateway.stream import ResponseStream
 from inference_runtime.metrics import RequestRecord
@@ -21,7 +21,9 @@ from inference_runtime.types import Deployment, EngineRequest, TokenChunk, Usage
 
 class Engine(Actor):
     """Admits once ``gate`` is set; then ``script`` plays on the sink: "fail" (a retryable
-    failure before any token) or "answer" (two words and the end)."""
+    failure before any token), "suspect" / "culprit" (the same, in the failing step: shared,
+    alone), "buffered" (a token, then a failure; "late": once the token was taken) or
+    "answer" (two words and the end)."""
 
     def __init__(self, name: str, gate: asyncio.Event, script: str, log: list[Any]) -> None:
         self.name, self.gate, self.script, self.log = name, gate, script, log
@@ -31,10 +33,21 @@ class Engine(Actor):
         if isinstance(message, AddRequest):
             await self.gate.wait()
             sink, rid = message.sink, message.requests[0].request_id
-            if self.script == "fail":
+            failures = {
+                "fail": ReplicaFailed(f"{self.name} failed"),
+                "suspect": ReplicaFailed(f"{self.name} failed", in_step=True),
+                "culprit": ReplicaFailed(f"{self.name} failed", in_step=True, alone=True),
+            }
+            if self.script in failures:
                 asyncio.get_running_loop().call_soon(
-                    sink.on_error, 0, ReplicaFailed(f"{self.name} failed"), Usage()
+                    sink.on_error, 0, failures[self.script], Usage()
                 )
+            elif self.script in ("buffered", "late"):  # a token, then the replica fails
+                sink.on_chunks([TokenChunk(rid, 0, "lost")])
+                asyncio.get_running_loop().call_later(
+                    0.0 if self.script == "buffered" else 0.05,
+                    sink.on_error, 0, ReplicaFailed(f"{self.name} failed"), Usage(),
+                )  # fmt: skip
             elif self.script == "answer":
                 sink.on_chunks([TokenChunk(rid, 0, "hi"), TokenChunk(rid, 0, " there")])
                 sink.on_finish(0, Usage(prompt_tokens=3, completion_tokens=2))
@@ -72,7 +85,7 @@ async def system() -> AsyncIterator[ActorSystem]:
 
 
 def setup(
-    system: ActorSystem, scripts: dict[str, str], *, open_gate: bool = True
+    system: ActorSystem, scripts: dict[str, str], *, open_gate: bool = True, whole: bool = False
 ) -> tuple[RequestFlow, asyncio.Event, list[Any], list[Any], list[Any]]:
     gate, engine_log, coordinator_log, records = asyncio.Event(), [], [], []  # type: ignore[var-annotated]
     if open_gate:
@@ -85,7 +98,8 @@ def setup(
     metrics = system.actor_of(Props(lambda: Metrics(records)))
     deployment = Deployment.from_dict({"name": "d", "runtime": "fake"})
     request = EngineRequest(request_id="r-0", deployment="d")
-    job = RequestJob("r", deployment, [(request,)], ResponseStream(), lambda name: None)
+    stream = ResponseStream(wake_each_chunk=not whole)
+    job = RequestJob("r", deployment, [(request,)], stream, lambda name: None)
     flow = RequestFlow(job, coordinator=coordinator, metrics=metrics)
     return flow, gate, engine_log, coordinator_log, records
 
@@ -164,3 +178,61 @@ async def test_a_cancelled_handler_aborts_releases_and_meters_once(system: Actor
     [record] = [r for r in records if isinstance(r, RequestRecord)]
     assert (record.outcome, record.error_code) == ("cancelled", "client_disconnected")
     assert record.replica_id == "a"
+
+
+def adds(engine_log: list[Any]) -> list[tuple[str, bool]]:
+    return [(name, m.isolate) for name, m in engine_log if isinstance(m, AddRequest)]
+
+
+async def test_a_suspect_of_a_failed_step_is_retried_once_isolated(system: ActorSystem) -> None:
+    flow, _, engine_log, _, _ = setup(system, {"a": "suspect", "b": "answer"})
+    await flow.start()
+    chunks = await drain(flow)
+    flow.close()
+    assert [c.text for c in chunks] == ["hi", " there"]
+    assert adds(engine_log) == [("a", False), ("b", True)]  # the retry runs in its own steps
+
+
+async def test_a_request_that_failed_two_steps_is_final(system: ActorSystem) -> None:
+    flow, _, engine_log, _, _ = setup(system, {"a": "suspect", "b": "suspect", "c": "answer"})
+    await flow.start()
+    assert await drain(flow) == []
+    flow.close()
+    error = flow.job.stream.error
+    assert isinstance(error, RequestFailedReplicas)
+    assert error.request_id == "r"
+    assert "a, b" in str(error)
+    assert adds(engine_log) == [("a", False), ("b", True)]  # never onto a third replica
+
+
+async def test_a_request_alone_in_a_failed_step_is_final_at_once(system: ActorSystem) -> None:
+    flow, _, engine_log, _, _ = setup(system, {"a": "culprit", "b": "answer"})
+    await flow.start()
+    assert await drain(flow) == []
+    flow.close()
+    assert isinstance(flow.job.stream.error, RequestFailedReplicas)
+    assert adds(engine_log) == [("a", False)]  # it touched one replica only
+
+
+async def test_a_whole_reply_is_retried_when_its_replica_fails_midway(
+    system: ActorSystem,
+) -> None:
+    """Tokens buffered for a reply sent whole never reached the client: the replica failing
+    then is retried like a stream that sent nothing, and what it produced is dropped."""
+    flow, _, engine_log, _, _ = setup(system, {"a": "buffered", "b": "answer"}, whole=True)
+    await flow.start()
+    chunks = await drain(flow)
+    flow.close()
+    assert [c.text for c in chunks] == ["hi", " there"]
+    assert flow.job.stream.usage == Usage(prompt_tokens=3, completion_tokens=2)
+    assert adds(engine_log) == [("a", False), ("b", False)]
+
+
+async def test_a_stream_that_sent_tokens_is_not_retried(system: ActorSystem) -> None:
+    flow, _, engine_log, _, _ = setup(system, {"a": "late", "b": "answer"})
+    await flow.start()
+    assert [c.text for c in await flow.next_batch()] == ["lost"]  # it reached the client
+    assert await drain(flow) == []
+    flow.close()
+    assert isinstance(flow.job.stream.error, ReplicaFailed)
+    assert adds(engine_log) == [("a", False)]

@@ -157,6 +157,8 @@ async def test_request_flow_counts_a_batch_once() -> None:
     assert actor.first_token_at == 1.0 and actor.last_token_at == 2.5
     # choice 0's gaps: two within the first batch (together: 0), then 0.5 and 1.0 between reads
     assert actor.itl == [0.0, 0.0, 0.5, 1.0]
+    assert stream.emitted == 0  # queued: sent only once the handler takes them
+    assert len(await stream.next_batch()) == 9
     assert stream.emitted == 9
 
 
