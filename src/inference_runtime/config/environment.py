@@ -33,6 +33,34 @@ class Environment(msgspec.Struct, frozen=True, kw_only=True):
     """INFERENCE_RUNTIME_EVENT_LOOP: overrides ``gateway.event_loop`` (auto, asyncio, uvloop)."""
 
 
+class ProxyEnvironment(msgspec.Struct, frozen=True, kw_only=True):
+    """The proxy variables, as curl and httpx read them (lower case first, then upper)."""
+
+    http: str | None = None
+    """http_proxy / HTTP_PROXY: the proxy of ``http://`` upstreams."""
+    https: str | None = None
+    """https_proxy / HTTPS_PROXY: the proxy of ``https://`` upstreams (a CONNECT tunnel)."""
+    all: str | None = None
+    """all_proxy / ALL_PROXY: the proxy of either scheme when its own variable is unset."""
+    no_proxy: str = ""
+    """no_proxy / NO_PROXY: hosts, domains (``.corp.example``), IPs, CIDR blocks, each with
+    an optional ``:port``, comma-separated, reached directly; ``*``: every host."""
+
+
+def read_proxy_environment(environ: Mapping[str, str] | None = None) -> ProxyEnvironment:
+    env = os.environ if environ is None else environ
+
+    def first(name: str) -> str | None:
+        return (env.get(name.lower()) or env.get(name.upper()) or "").strip() or None
+
+    return ProxyEnvironment(
+        http=first("http_proxy"),
+        https=first("https_proxy"),
+        all=first("all_proxy"),
+        no_proxy=first("no_proxy") or "",
+    )
+
+
 def _variable(name: str) -> str:
     value = os.environ.get(name)
     if not value:

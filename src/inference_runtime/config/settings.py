@@ -27,6 +27,25 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
     """The serving process's event loop: ``auto`` takes uvloop when it is installed (it is a
     dependency on Linux and macOS; much less CPU per request), else the standard loop."""
+    header_timeout_s: float = 15.0
+    """A request's line and headers must arrive within this many seconds of its first byte, or
+    the connection is closed (a client that drips its headers holds no connection for long)."""
+    body_timeout_s: float = 60.0
+    """A request's whole body must arrive within this many seconds of its headers, or the
+    connection is closed (a promised body that never comes holds neither a handler nor the
+    drain)."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Host names (without port) the ``Host`` header may carry, besides the bound address.
+    Empty: on a loopback address only loopback names (``localhost``, ``127.0.0.1``, ``[::1]``)
+    are accepted, which refuses DNS rebinding; on any other address every ``Host`` is accepted
+    (a proxy in front may rewrite it; keys guard such a server). Listing names restricts a
+    non-loopback server to them (and loopback names) and widens a loopback one."""
+    allowed_origins: tuple[str, ...] = ()
+    """Browser origins (``https://app.example``) whose requests are accepted. A request with no
+    ``Origin`` (every non-browser client) or from the server's own origin always is, and on a
+    loopback address so is any loopback origin; others get 403. The gateway sends no CORS
+    headers: a listed origin's page may send requests, but its browser shows it an answer only
+    where a proxy in front adds them."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -37,6 +56,10 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             raise ValueError("gateway.drain_timeout_s: must be >= 0")
         if self.max_messages < 1:
             raise ValueError("gateway.max_messages: must be >= 1")
+        if self.header_timeout_s <= 0:
+            raise ValueError("gateway.header_timeout_s: must be > 0")
+        if self.body_timeout_s <= 0:
+            raise ValueError("gateway.body_timeout_s: must be > 0")
 
 
 class AuthConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import msgspec
 
+from inference_runtime.remote.proxy import parse_proxy
 from inference_runtime.remote.sendable import check_sendable
 from inference_runtime.remote.settings import (
     CircuitBreakerConfig,
@@ -40,6 +42,23 @@ class RemoteConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """Extra headers for every upstream request (e.g. an organisation id)."""
     anthropic_version: str = "2023-06-01"
     """Sent as ``anthropic-version`` to Anthropic."""
+    proxy: str | msgspec.UnsetType | None = msgspec.UNSET
+    """The proxy this deployment's upstream is reached through (``http://[user:pass@]host:
+    port``; https goes through a CONNECT tunnel), whatever the environment says; ``null``:
+    never a proxy; unset: the environment's, as curl reads it (``HTTPS_PROXY``,
+    ``HTTP_PROXY``, ``ALL_PROXY``, ``NO_PROXY``, lower case first). Credentials in the URL go
+    as ``Proxy-Authorization: Basic``, never into logs or errors."""
+    ca_bundle: str | None = None
+    """A PEM file of the authorities an https upstream's certificate is checked against,
+    instead of the system's (a private CA, a TLS-inspecting corporate proxy's root)."""
+    client_cert: str | None = None
+    """A PEM file with the client certificate an https upstream asks for (mutual TLS), and its
+    private key unless ``client_key`` names another file."""
+    client_key: str | None = None
+    """A PEM file with ``client_cert``'s private key."""
+    keepalive_idle_s: float = 4.0
+    """An idle pooled connection older than this is closed rather than reused: below the 5 s
+    after which many servers close theirs (a request sent on a closing connection is lost)."""
 
     def __post_init__(self) -> None:
         if self.api_key_env and self.api_key_file:
@@ -48,6 +67,13 @@ class RemoteConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             raise ValueError("runtime_config.max_concurrent: must be >= 1")
         if self.base_url and not self.base_url.startswith(("http://", "https://")):
             raise ValueError(f"runtime_config.base_url: {self.base_url!r} is not an http(s) URL")
+        if isinstance(self.proxy, str):
+            parse_proxy(self.proxy, field_name="runtime_config.proxy")
+        if self.client_key and not self.client_cert:
+            raise ValueError("runtime_config.client_key: set client_cert too")
+        keepalive = self.keepalive_idle_s
+        if not (isinstance(keepalive, int | float) and math.isfinite(keepalive) and keepalive > 0):
+            raise ValueError("runtime_config.keepalive_idle_s: must be a finite number > 0")
         for name, value in self.headers.items():
             check_sendable("runtime_config.headers:", name, name=True)
             check_sendable(f"runtime_config.headers.{name}", value)

@@ -5,7 +5,8 @@ call aiohttp's client merges default headers, consults a cookie jar, runs tracin
 proxies and redirects, and builds URL and header objects; for a proxied request that was more CPU
 than the whole rest of the remote path (docs/benchmarks.md). An upstream call needs less: POST a
 body, read the answer as it streams or whole, keep connections alive and bound their number,
-time out connecting. The rest of the timeouts is the caller's (``remote/deadline.py``): a
+time out connecting, go through a proxy where one is configured (``remote/proxy.py``, decided
+once per origin). The rest of the timeouts is the caller's (``remote/deadline.py``): a
 cancelled call closes its connection. Parsing is ``httptools`` (llhttp, in C): chunked and
 length-delimited bodies, keep-alive, and a malformed answer refused. HTTP/2 was measured and is
 not used: see docs/benchmarks.md ("HTTP/2").
@@ -27,13 +28,15 @@ from inference_runtime.remote.http_connection import (
     HttpConnectionError,
     HttpResponse,
 )
+from inference_runtime.remote.proxy import NO_PROXY, Proxy, ProxyChoice, open_tunnel
 from inference_runtime.version import __version__
 
 __all__ = ["HttpClient", "HttpClientStatistics", "HttpConnectionError", "HttpResponse"]
 
-# an idle connection older than this is closed rather than reused: servers drop idle
-# connections after 5 to 75 s, and a request sent on one that is being dropped is lost
-KEEPALIVE_S = 15.0
+KEEPALIVE_S = 4.0
+"""An idle connection older than this is closed rather than reused: servers drop idle
+connections after 5 to 75 s (5 s is common), and a request sent on one that is being dropped
+is lost."""
 
 _DEFAULT_HEADERS = {
     "User-Agent": f"inference-runtime/{__version__}",
@@ -77,12 +80,16 @@ class HttpClient:
         max_connections: int,
         connect_timeout_s: float,
         ssl_context: ssl.SSLContext | None = None,
+        proxies: ProxyChoice = NO_PROXY,
+        keepalive_s: float = KEEPALIVE_S,
     ) -> None:
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
         self.max_connections = max_connections
         self.connect_timeout_s = connect_timeout_s
+        self.keepalive_s = keepalive_s
         self._ssl_context = ssl_context
+        self._proxies = proxies
         self._pools: dict[tuple[str, str, int], _Pool] = {}
         self._targets: dict[str, _Target] = {}
         self._closed = False
@@ -143,7 +150,7 @@ class HttpClient:
                 raise HttpConnectionError("the HTTP client is closed")
             while pool.idle:
                 connection = pool.idle.pop()
-                if connection.usable and loop.time() - connection.idle_since < KEEPALIVE_S:
+                if connection.usable and loop.time() - connection.idle_since < self.keepalive_s:
                     return connection
                 connection.close()
                 pool.open -= 1
@@ -181,21 +188,26 @@ class HttpClient:
         context = None
         if scheme == "https":
             context = self._ssl_context or _default_context()
+        proxy = self._proxies.for_origin(scheme, host, port)
+        via = f" through the proxy {proxy.address}" if proxy is not None else ""
         try:
             async with asyncio.timeout(self.connect_timeout_s):
-                _, connection = await loop.create_connection(
-                    lambda: HttpConnection(loop),
-                    host,
-                    port,
-                    ssl=context,
-                    server_hostname=host if context is not None else None,
-                )
+                if proxy is None:
+                    _, connection = await loop.create_connection(
+                        lambda: HttpConnection(loop),
+                        host,
+                        port,
+                        ssl=context,
+                        server_hostname=host if context is not None else None,
+                    )
+                else:
+                    connection = await _through(proxy, host, port, context, loop)
         except TimeoutError:
             raise TimeoutError(
-                f"connecting to {host}:{port} took over {self.connect_timeout_s} s"
+                f"connecting to {host}:{port}{via} took over {self.connect_timeout_s} s"
             ) from None
-        except OSError as error:  # refused, unreachable, no such host, TLS
-            raise HttpConnectionError(f"cannot connect to {host}:{port}: {error}") from error
+        except OSError as error:  # refused, unreachable, no such host, TLS, the proxy refused
+            raise HttpConnectionError(f"cannot connect to {host}:{port}{via}: {error}") from error
         if context is not None:
             transport = connection.transport
             tls = transport.get_extra_info("ssl_object") if transport is not None else None
@@ -244,11 +256,40 @@ class HttpClient:
             authority = f"{authority}:{port}"
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         head = f"POST {path} HTTP/1.1\r\nHost: {authority}\r\n"
+        proxy = self._proxies.for_origin(scheme, host, port)
+        if proxy is not None and scheme == "http":  # absolute form; https goes by CONNECT
+            head = f"POST http://{authority}{path} HTTP/1.1\r\nHost: {authority}\r\n"
+            head += proxy.header()
         if len(self._targets) < 64:  # a replica calls a handful of URLs
             self._targets[url] = target = _Target((scheme, host, port), head)
         else:
             target = _Target((scheme, host, port), head)
         return target
+
+
+async def _through(
+    proxy: Proxy,
+    host: str,
+    port: int,
+    context: ssl.SSLContext | None,
+    loop: asyncio.AbstractEventLoop,
+) -> HttpConnection:
+    """A connection to ``host:port`` by way of ``proxy``: to the proxy itself for http (the
+    requests name the upstream in absolute form), a CONNECT tunnel with TLS inside for https."""
+    if context is None:
+        _, connection = await loop.create_connection(
+            lambda: HttpConnection(loop), proxy.host, proxy.port
+        )
+        return connection
+    tunnel = await open_tunnel(proxy, host, port, loop)
+    try:
+        _, connection = await loop.create_connection(
+            lambda: HttpConnection(loop), sock=tunnel, ssl=context, server_hostname=host
+        )
+    except BaseException:
+        tunnel.close()
+        raise
+    return connection
 
 
 _default_tls: ssl.SSLContext | None = None

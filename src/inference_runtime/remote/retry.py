@@ -83,6 +83,8 @@ STATUS_TABLE: Mapping[int, Row] = {
     401: Row(Action.REBUILD_SESSION, AuthenticationFailed, False, "rejected the credentials"),
     403: Row(Action.FAIL, PermissionDenied, False, "denied access"),
     404: Row(Action.FAIL, NotFound, False, "has no such model or path"),
+    # the proxy's answer, not the upstream's: this deployment's proxy settings are wrong
+    407: Row(Action.FAIL, UpstreamError, False, "was not reached: the proxy wants credentials"),
     408: Row(Action.RETRY, GatewayTimeout, True, "timed out waiting for the request"),
     413: Row(Action.FAIL, RequestError, False, "found the request too large"),
     429: Row(Action.BACKOFF, RateLimited, False, "is rate limiting"),

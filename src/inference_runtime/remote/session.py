@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import logging
 
+import msgspec
+
 from inference_runtime.config import read_secret
+from inference_runtime.config.environment import read_proxy_environment
 from inference_runtime.engine.runner import RunnerInfo
 from inference_runtime.remote.config import RemoteConfig
 from inference_runtime.remote.http_client import HttpClient
+from inference_runtime.remote.proxy import choose_proxies
 from inference_runtime.remote.redaction import Redactor
 from inference_runtime.remote.sendable import check_sendable
+from inference_runtime.remote.tls_context import tls_context
 from inference_runtime.types import Deployment, Secret
 
 log = logging.getLogger("inference_runtime.remote")
@@ -44,9 +49,22 @@ class RemoteSession:
 
     async def load(self) -> None:
         self.refresh_key()
+        config = self.config
+        if config.proxy is msgspec.UNSET:
+            proxies = choose_proxies(None, read_proxy_environment())
+        else:
+            proxies = choose_proxies(config.proxy, None)
+        self.redactor.update(proxies.secrets)
         self.http = HttpClient(
-            max_connections=self.config.max_concurrent,
-            connect_timeout_s=self.config.timeouts.connect_s,
+            max_connections=config.max_concurrent,
+            connect_timeout_s=config.timeouts.connect_s,
+            ssl_context=tls_context(
+                ca_bundle=config.ca_bundle,
+                client_cert=config.client_cert,
+                client_key=config.client_key,
+            ),
+            proxies=proxies,
+            keepalive_s=config.keepalive_idle_s,
         )
 
     async def rebuild(self) -> None:

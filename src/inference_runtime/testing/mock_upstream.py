@@ -43,6 +43,7 @@ import asyncio
 import collections
 import contextlib
 import itertools
+import ssl
 import time
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
@@ -79,6 +80,8 @@ class MockUpstream(UpstreamServing):
         require_anthropic_version: bool = True,
         record_requests: bool = True,
         shutdown_timeout_s: float = 0.25,
+        ssl_context: ssl.SSLContext | None = None,
+        url_host: str | None = None,
     ) -> None:
         if api_key is not None and api_keys is not None:
             raise ValueError("pass api_key or api_keys, not both")
@@ -94,6 +97,11 @@ class MockUpstream(UpstreamServing):
         self.require_anthropic_version = require_anthropic_version
         self.record_requests = record_requests
         self.shutdown_timeout_s = shutdown_timeout_s
+        self.ssl_context = ssl_context
+        """Serve HTTPS with it (``url`` then says ``https``)."""
+        self.url_host = url_host or host
+        """The host its URLs name: a name only a test's proxy resolves shows that requests
+        went through the proxy."""
         self.requests: list[RecordedRequest] = []
         """Every request received (unless ``record_requests`` is off), oldest first."""
         self.counts: collections.Counter[str] = collections.Counter()
@@ -126,7 +134,7 @@ class MockUpstream(UpstreamServing):
 
         loop = asyncio.get_running_loop()
         self._listener = await loop.create_server(
-            accept, self.host, self._port, reuse_address=True, backlog=2048
+            accept, self.host, self._port, reuse_address=True, backlog=2048, ssl=self.ssl_context
         )
         self._server = server
         self._port = self._listener.sockets[0].getsockname()[1]
@@ -165,7 +173,8 @@ class MockUpstream(UpstreamServing):
         """``http://127.0.0.1:PORT``: what Anthropic's SDK takes as ``base_url``."""
         if not self._port:
             raise RuntimeError("MockUpstream is not started: no port yet")
-        return f"http://{self.host}:{self._port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{self.url_host}:{self._port}"
 
     @property
     def url(self) -> str:

@@ -33,6 +33,7 @@ ROWS = [
     (403, {}, b"", Action.FAIL, errors.PermissionDenied, False, None),
     (404, {}, openai_error("The model `gpt-9` does not exist"), Action.FAIL,
      errors.NotFound, False, None),
+    (407, {}, b"", Action.FAIL, errors.UpstreamError, False, None),
     (408, {}, b"", Action.RETRY, errors.GatewayTimeout, True, None),
     (409, {}, b"", Action.FAIL, errors.RequestError, False, None),
     (413, {}, anthropic_error("request_too_large", "too big"), Action.FAIL,
