@@ -146,7 +146,10 @@ async def test_errors_in_openai_shape() -> None:
             async with http.post(base_url(runtime) + "/v1/chat/completions", json=big) as r:
                 assert r.status == 413
                 assert (await r.json())["error"]["code"] == "request_too_large"
-            async with http.post(base_url(runtime) + "/v1/chat/completions", data=b"{") as r:
+            json_type = {"Content-Type": "application/json"}  # else 415, before any parsing
+            async with http.post(
+                base_url(runtime) + "/v1/chat/completions", data=b"{", headers=json_type
+            ) as r:
                 assert r.status == 400
                 assert (await r.json())["error"]["type"] == "invalid_request_error"
             async with http.get(base_url(runtime) + "/v2/nothing") as r:

@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from inference_runtime.actors import ActorRef, ActorSystem
 from inference_runtime.cluster import GetDeploymentStatus, GetRoutingTable, RoutingTableSnapshot
@@ -29,9 +30,11 @@ from inference_runtime.errors import (
     RequestTooLarge,
     Unavailable,
 )
-from inference_runtime.gateway import schema
+from inference_runtime.gateway import json_body, schema
 from inference_runtime.gateway.admin import AdminRoutes
 from inference_runtime.gateway.auth import Authenticator
+from inference_runtime.gateway.edge import EdgePolicy
+from inference_runtime.gateway.edge_protocol import EdgeRunner
 from inference_runtime.gateway.embeddings import create_embeddings
 from inference_runtime.gateway.errors import error_body, to_http
 from inference_runtime.gateway.limits import apply_limits
@@ -94,19 +97,24 @@ def _replica(stream: ResponseStream) -> dict[str, str]:
     return {"X-Replica-Id": stream.replica_id} if stream.replica_id else {}
 
 
-def _guard(authenticator: Authenticator) -> Any:
-    """The one middleware (each layer costs every request): the key check, then the handler,
-    and any error of ours or aiohttp's as an OpenAI-shaped error body."""
+def _guard(edge: EdgePolicy, authenticator: Authenticator) -> Any:
+    """The one middleware (each layer costs every request): the edge's checks (Host, Origin,
+    Content-Type), the key check, then the handler, and any error of ours or aiohttp's as an
+    OpenAI-shaped error body."""
 
     @web.middleware
     async def guard(request: web.Request, handler: Callable[..., Awaitable[Any]]) -> Any:
         try:
+            edge.check(request)
             authenticator.check(request)
             return await handler(request)
         except InferenceRuntimeError as error:
             return _error(error)
         except web.HTTPRequestEntityTooLarge as error:
             return _error(RequestTooLarge(f"request body over the limit: {error.text}"))
+        except RequestPayloadError as error:  # a body aiohttp could not read (bad gzip, ...)
+            reason = str(error).partition("message:")[2].strip() or str(error)
+            return _error(RequestError(f"the request body could not be read: {reason}"))
         except web.HTTPException as error:
             if error.status < 400:
                 raise
@@ -117,7 +125,10 @@ def _guard(authenticator: Authenticator) -> Any:
                 None,
                 code,
             )
-            return web.Response(body=body, status=error.status, content_type="application/json")
+            allow = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else None
+            return web.Response(
+                body=body, status=error.status, headers=allow, content_type="application/json"
+            )
 
     return guard
 
@@ -140,6 +151,7 @@ class GatewayServer:
         self.authenticator = Authenticator(
             auth or AuthConfig(), host=config.host, clock=system.clock.now
         )
+        self.edge = EdgePolicy(config)
         self.admin = AdminRoutes(manager=manager, placement=placement)
         self.system = system
         self.coordinator = coordinator
@@ -160,7 +172,7 @@ class GatewayServer:
     def app(self) -> web.Application:
         app = web.Application(
             client_max_size=self.config.max_body_bytes,
-            middlewares=[_guard(self.authenticator)],
+            middlewares=[_guard(self.edge, self.authenticator)],
         )
         self.admin.add_to(app)
         app.router.add_post("/v1/chat/completions", self.chat_completions)
@@ -175,8 +187,10 @@ class GatewayServer:
         return app
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(
+        self._runner = EdgeRunner(
             self.app(),
+            header_timeout_s=self.config.header_timeout_s,
+            body_timeout_s=self.config.body_timeout_s,
             handler_cancellation=True,
             access_log=None,
             # the graceful part is our drain (drain_timeout_s); by close every open request has
@@ -199,6 +213,13 @@ class GatewayServer:
         if self._site is not None:
             await self._site.stop()
             self._site = None
+        if self.in_flight:
+            log.info(
+                "draining: waiting for %d request%s (up to %g s)",
+                self.in_flight,
+                "" if self.in_flight == 1 else "s",
+                timeout,
+            )
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
         except TimeoutError:
@@ -225,7 +246,7 @@ class GatewayServer:
         kind = schema.RemoteChatCompletionRequest if remote else schema.ChatCompletionRequest
         req = schema.decode(body, kind)
         schema.validate_chat(req, deployment=deployment)
-        passthrough = msgspec.json.decode(body) if remote else None
+        passthrough = json_body.decode(body) if remote else None
         rid = "chatcmpl-" + os.urandom(16).hex()
         sampling = apply_limits(
             schema.sampling_of(req),
@@ -258,7 +279,7 @@ class GatewayServer:
         kind = schema.RemoteCompletionRequest if remote else schema.CompletionRequest
         req = schema.decode(body, kind)
         prompts = schema.validate_completion(req, deployment=deployment)
-        passthrough = msgspec.json.decode(body) if remote else None
+        passthrough = json_body.decode(body) if remote else None
         rid = "cmpl-" + os.urandom(16).hex()
         sampling = apply_limits(
             schema.sampling_of(req), deployment=deployment, messages=0, gateway=self.config
@@ -418,14 +439,22 @@ class GatewayServer:
         return _json({"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
+        """Ready while the gateway serves and some deployment can (or there is none yet): one
+        broken deployment leaves the others served. ``?deployment=NAME`` answers for that one."""
         table: RoutingTableSnapshot = await self.coordinator.ask(GetRoutingTable(), timeout=5)
-        healthy = {
-            name: sum(1 for r in table.deployments.get(name, ()) if r.state is ReplicaState.HEALTHY)
-            for name in self.catalog
-        }
-        ready = all(count > 0 for count in healthy.values())
-        body = {"status": "ready" if ready else "not_ready", "healthy_replicas": healthy}
-        return _json(body, 200 if ready else 503)
+        states = {name: [r.state for r in table.deployments.get(name, ())] for name in self.catalog}
+        views = {name: _readiness(rows) for name, rows in states.items()}
+        healthy = {name: view["healthy_replicas"] for name, view in views.items()}
+        name = request.query.get("deployment")
+        if name is not None:
+            if name not in views:
+                raise ModelNotFound(name)
+            ready = views[name]["ready"]
+            body: dict[str, Any] = {"deployment": name, **views[name]}
+        else:
+            ready = not views or any(view["ready"] for view in views.values())
+            body = {"deployments": views, "healthy_replicas": healthy}
+        return _json({"status": "ready" if ready else "not_ready", **body}, 200 if ready else 503)
 
     async def prometheus(self, request: web.Request) -> web.Response:
         if self.metrics is None:
@@ -479,3 +508,10 @@ class GatewayServer:
 
     async def openapi(self, request: web.Request) -> web.Response:
         return _json(OPENAPI)
+
+
+def _readiness(states: list[ReplicaState]) -> dict[str, Any]:
+    """One deployment's part of ``/readyz``: routable when a replica is healthy."""
+    healthy = sum(1 for state in states if state is ReplicaState.HEALTHY)
+    counts = {state.value: sum(1 for s in states if s is state) for state in set(states)}
+    return {"ready": healthy > 0, "healthy_replicas": healthy, "replicas": counts}

@@ -1,0 +1,125 @@
+"""What a request must look like before any handler sees it: a JSON body, a ``Host`` this
+server answers to, and no foreign ``Origin``.
+
+These close the browser's ways in: a cross-site page may send a "simple" request (a
+``text/plain`` POST needs no CORS preflight) and a DNS-rebinding page reaches a loopback server
+under its own host name. Both are refused here, for ``/v1`` and ``/admin`` alike. Every request
+pays for these checks, so each is a lookup in a small per-value cache of verdicts; the parsing
+runs once per distinct header value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from inference_runtime.config import GatewayConfig
+from inference_runtime.errors import PermissionDenied, UnsupportedMediaType
+from inference_runtime.gateway.auth import is_loopback
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_CACHE_LIMIT = 1024
+"""Distinct header values remembered per check; past it the cache starts over (a client that
+varies its headers only costs itself the parsing)."""
+
+
+def _host_name(authority: str) -> str:
+    """``example.com:8080`` -> ``example.com``; ``[::1]:8080`` -> ``::1``."""
+    authority = authority.strip().lower()
+    if authority.startswith("["):
+        return authority[1 : authority.find("]")] if "]" in authority else authority
+    if authority.count(":") == 1:
+        return authority.partition(":")[0]
+    return authority
+
+
+def _is_json(content_type: str) -> bool:
+    mime = content_type.partition(";")[0].strip().lower()
+    return mime == "application/json"
+
+
+class _Verdicts:
+    """A bounded cache of a pure check's answers, keyed by the raw header value."""
+
+    __slots__ = ("_check", "_seen")
+
+    def __init__(self, check: Callable[[str], bool]) -> None:
+        self._check = check
+        self._seen: dict[str, bool] = {}
+
+    def __call__(self, value: str) -> bool:
+        verdict = self._seen.get(value)
+        if verdict is None:
+            if len(self._seen) >= _CACHE_LIMIT:
+                self._seen.clear()
+            verdict = self._seen[value] = self._check(value)
+        return verdict
+
+
+class EdgePolicy:
+    """Built from :class:`GatewayConfig`; :meth:`check` raises the error a request gets."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self._loopback = is_loopback(config.host)
+        bound = _host_name(config.host)
+        self._hosts = frozenset({bound, *(_host_name(h) for h in config.allowed_hosts)})
+        self._any_host = not self._loopback and not config.allowed_hosts
+        self._origins = frozenset(o.rstrip("/").lower() for o in config.allowed_origins)
+        self._host_ok = _Verdicts(self._accepts_host)
+        self._json = _Verdicts(_is_json)
+        self._origin_ok: dict[tuple[str, str], bool] = {}
+
+    def check(self, request: web.Request) -> None:
+        headers = request.headers
+        if not self._any_host and not self._host_ok(headers.get("Host", "")):
+            raise PermissionDenied(
+                f"Host {headers.get('Host', '')!r} is not an address of this server "
+                "(add it to gateway.allowed_hosts to accept it)"
+            )
+        origin = headers.get("Origin")
+        if origin is not None and not self._accepts_origin(origin, headers.get("Host", "")):
+            raise PermissionDenied(
+                f"Origin {origin!r} may not call this server "
+                "(add it to gateway.allowed_origins to accept it)"
+            )
+        if request.method in _BODY_METHODS and request.body_exists:
+            content_type = headers.get("Content-Type", "")
+            if not self._json(content_type):
+                raise UnsupportedMediaType(
+                    f"Content-Type {content_type or '(none)'!r} is not accepted: send the body "
+                    "as application/json"
+                )
+
+    def _accepts_host(self, host: str) -> bool:
+        name = _host_name(host)
+        # a loopback name is never a rebinding page's (its own domain is in the Host)
+        return name in self._hosts or _is_loopback_name(name)
+
+    def _accepts_origin(self, origin: str, host: str) -> bool:
+        key = (origin, host)
+        verdict = self._origin_ok.get(key)
+        if verdict is None:
+            if len(self._origin_ok) >= _CACHE_LIMIT:
+                self._origin_ok.clear()
+            verdict = self._origin_ok[key] = self._judge_origin(origin, host)
+        return verdict
+
+    def _judge_origin(self, origin: str, host: str) -> bool:
+        normal = origin.strip().rstrip("/").lower()
+        if normal in self._origins or "*" in self._origins:
+            return True
+        try:
+            parts = urlsplit(normal)
+        except ValueError:
+            return False
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            return False  # "null" (a sandboxed or file page) and the like
+        if parts.netloc == host.strip().lower():
+            return True  # the server's own origin: a page it served itself
+        return self._loopback and _is_loopback_name(_host_name(parts.netloc))
+
+
+def _is_loopback_name(name: str) -> bool:
+    return name == "localhost" or name.endswith(".localhost") or is_loopback(name)
