@@ -41,6 +41,7 @@ from inference_runtime.gateway import json_body
 from inference_runtime.gateway.leases import acquire_lease, tell_reliably
 from inference_runtime.gateway.request_flow import MAX_ATTEMPTS
 from inference_runtime.metrics import RequestRecord, ReserveBudget, tell_record
+from inference_runtime.metrics.budget import input_token_bound
 from inference_runtime.types import Deployment
 
 log = logging.getLogger("inference_runtime.gateway")
@@ -272,8 +273,8 @@ class _EmbeddingCall:
         dep = self.deployment
         if self.reservation is not None or dep.budget is None or self.metrics is None:
             return
-        estimate = sum(len(x) // 4 + 2 if isinstance(x, str) else len(x) for x in self.inputs)
-        self.reservation = await self.metrics.ask(ReserveBudget(dep.name, estimate, 0))
+        bound = sum(map(input_token_bound, self.inputs))  # a bound, not a guess
+        self.reservation = await self.metrics.ask(ReserveBudget(dep.name, bound, 0))
 
     def _next_fallback(self, tried: set[str]) -> bool:
         """Move to the next fallback that serves embeddings, settling this one's reservation."""

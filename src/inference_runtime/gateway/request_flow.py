@@ -32,6 +32,7 @@ from inference_runtime.errors import (
 from inference_runtime.gateway.leases import acquire_lease, tell_reliably
 from inference_runtime.gateway.stream import ResponseStream
 from inference_runtime.metrics import RequestRecord, ReserveBudget, tell_record
+from inference_runtime.metrics.budget import prompt_token_bound
 from inference_runtime.types import Deployment, EngineRequest, TokenChunk, Usage
 
 log = logging.getLogger("inference_runtime.gateway")
@@ -308,11 +309,8 @@ class RequestFlow:
         if self.reservation is not None or dep.budget is None or self.metrics is None:
             return
         worst = sum((g[0].sampling.max_tokens or 4096) * len(g) for g in self.job.groups)
-        prompt_estimate = sum(
-            len(g[0].prompt or "") // 4 + sum(len(m.text()) // 4 for m in g[0].messages or ())
-            for g in self.job.groups
-        )
-        self.reservation = await self.metrics.ask(ReserveBudget(dep.name, prompt_estimate, worst))
+        prompt = sum(prompt_token_bound(g[0]) for g in self.job.groups)  # a bound, not a guess
+        self.reservation = await self.metrics.ask(ReserveBudget(dep.name, prompt, worst))
 
     def _next_fallback(self) -> bool:
         """Move to the next fallback deployment, settling what was reserved on this one."""

@@ -2,7 +2,9 @@
 
 A request reserves its worst-case cost (prompt plus ``max_tokens`` of completion) before it runs
 and settles to its actual cost when it ends, so concurrent requests can never overshoot a budget
-together: admission checks ``spent + reserved + this <= limit`` in every window.
+together: admission checks ``spent + reserved + this <= limit`` in every window. The worst case
+must bound the real cost, or the settled spend passes the limit: the prompt is counted by
+:func:`prompt_token_bound`, never estimated.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+import msgspec
+
 from inference_runtime.errors import BudgetExceeded
 from inference_runtime.metrics.spend import InMemorySpendStore, SpendStore
-from inference_runtime.types import Budget
+from inference_runtime.types import Budget, EngineRequest
 
 log = logging.getLogger("inference_runtime.metrics")
 
@@ -24,6 +28,54 @@ WINDOWS: Mapping[str, float] = MappingProxyType({"hour": 3600.0, "day": 86400.0}
 
 _TOLERANCE = 1e-9
 """Relative slack on limit comparisons, so float sums of prices do not refuse an exact fit."""
+
+PER_MESSAGE_TOKENS = 8
+"""Tokens a chat template adds around one message beyond the bytes of its role and name: its
+special tokens (ChatML's ``<|im_start|>``/``<|im_end|>``, Llama 3's header ids and
+``<|eot_id|>``: 2 to 4) and separators."""
+PER_PROMPT_TOKENS = 64
+"""Tokens a template or tokenizer adds once per prompt: BOS/EOS, the generation prompt, a
+default system prompt where the template inserts one (SmolLM's and Qwen's: 20 to 30 tokens),
+OpenAI's few reply-priming tokens."""
+
+PER_INPUT_TOKENS = 4
+"""Tokens an embedding model's tokenizer adds to one input: BERT's ``[CLS]``/``[SEP]``, a BOS/EOS
+pair, SentencePiece's dummy prefix."""
+
+_encode = msgspec.json.Encoder().encode
+
+
+def text_token_bound(text: str) -> int:
+    """Tokens ``text`` can be, whatever the tokenizer: its UTF-8 byte length. A byte-level BPE
+    token (GPT's, Llama 3's, Qwen's, SmolLM's) is at least one byte; SentencePiece with byte
+    fallback gives at most one token per byte of a character too (plus its dummy prefix, which
+    the per-prompt allowance covers); the fake runner's words are at least one byte each."""
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def input_token_bound(item: str | tuple[int, ...]) -> int:
+    """An upper bound on the tokens of one embedding input: a text's bytes, or the ids given,
+    plus the special tokens its tokenizer adds."""
+    size = text_token_bound(item) if isinstance(item, str) else len(item)
+    return size + PER_INPUT_TOKENS
+
+
+def prompt_token_bound(request: EngineRequest) -> int:
+    """An upper bound on the prompt tokens one choice of ``request`` is charged (every choice
+    shares them): the bytes of its text, plus what a chat template may add per message and per
+    prompt. A body forwarded to a provider (``passthrough``: tools and every other field it
+    counts as prompt) is bounded by its own JSON bytes, if that is more."""
+    if request.messages is None:
+        bound = text_token_bound(request.prompt or "")
+    else:
+        bound = sum(
+            text_token_bound(m.text()) + text_token_bound(m.role + (m.name or ""))
+            + PER_MESSAGE_TOKENS
+            for m in request.messages
+        )  # fmt: skip
+    if request.passthrough is not None:
+        bound = max(bound, len(_encode(request.passthrough)))
+    return bound + PER_PROMPT_TOKENS
 
 
 def _limits(budget: Budget) -> tuple[tuple[str, float], ...]:

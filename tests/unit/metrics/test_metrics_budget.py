@@ -6,7 +6,9 @@ import pytest
 
 from inference_runtime.errors import BudgetExceeded
 from inference_runtime.metrics import BudgetLedger
-from inference_runtime.types import Budget
+from inference_runtime.metrics.budget import input_token_bound, prompt_token_bound
+from inference_runtime.testing import FakeRunner
+from inference_runtime.types import Budget, ChatMessage, Deployment, EngineRequest
 
 
 class Now:
@@ -174,3 +176,42 @@ def test_reconfigure_without_budget_lifts_enforcement(now: Now) -> None:
     ledger.settle(None, "d", 1.0)
     ledger.configure("d", None)
     ledger.reserve("d", 5.0)
+
+
+TEXTS = [
+    "",
+    "hello world",
+    " ".join("预算必须精确"),
+    " ".join("😀🚀🎉"),
+    "a字😀b\u0301",
+    "x " * 500,
+]
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_the_prompt_bound_is_never_below_the_real_count(text: str) -> None:
+    runner = FakeRunner(Deployment(name="d", runtime="fake"))
+    chat = EngineRequest(
+        request_id="r",
+        deployment="d",
+        messages=(ChatMessage(role="system", content=text), ChatMessage(role="user", content=text)),
+    )
+    plain = EngineRequest(request_id="r", deployment="d", prompt=text)
+    for request in (chat, plain):
+        ids, rendered = runner.encode(request)
+        bound = prompt_token_bound(request)
+        assert bound >= len(ids)
+        assert bound >= len(rendered.encode())  # a byte-level BPE: at most a token a byte
+    assert input_token_bound(text) >= len(text.encode()) + 2  # BERT's [CLS] and [SEP]
+    assert input_token_bound((1, 2, 3)) >= 3
+
+
+def test_a_forwarded_body_bounds_the_prompt_by_its_bytes() -> None:
+    tools = [{"type": "function", "function": {"name": "f", "description": "d" * 400}}]
+    request = EngineRequest(
+        request_id="r",
+        deployment="d",
+        messages=(ChatMessage(role="user", content="hi"),),
+        passthrough={"messages": [{"role": "user", "content": "hi"}], "tools": tools},
+    )
+    assert prompt_token_bound(request) > 400  # the tools count as prompt at the provider
