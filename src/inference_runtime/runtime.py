@@ -9,10 +9,12 @@ children before parents.
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import os
 import signal
+import socket
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -22,16 +24,17 @@ from inference_runtime.cluster import (
     DeploymentManagerActor,
     DeploymentPlacementActor,
     DpCoordinatorActor,
+    GetDeploymentStatus,
     ListDeployments,
     NodeInfo,
     WatchCatalog,
     probe_local_node,
 )
-from inference_runtime.cluster.manager import check_deployment
+from inference_runtime.cluster.manager import check_deployment, check_replicas
 from inference_runtime.cluster.messages import WaitSynced
 from inference_runtime.cluster.shared_table import SharedRoutingTable
 from inference_runtime.config import RuntimeConfig, read_environment
-from inference_runtime.errors import RequestError
+from inference_runtime.errors import InferenceRuntimeError, RequestError
 from inference_runtime.gateway import Drain, GetAddress, spawn_gateway
 from inference_runtime.gateway.auth import Authenticator
 from inference_runtime.metrics import BudgetLedger, MetricsActor
@@ -57,6 +60,33 @@ def tune_garbage_collector() -> None:
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
+def check_address_free(host: str, port: int) -> None:
+    """Raise ``OSError(EADDRINUSE, "HOST:PORT is already in use")`` when something listens on
+    the gateway's address: checked first, so that a second ``serve`` on a taken port says so at
+    once instead of after loading every model. Port 0 (any free one) is always free."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror:
+        return  # the gateway's own bind reports a host that does not resolve
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            # as the gateway binds: a port left in TIME_WAIT by a stopped server is free
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as error:
+                if error.errno != errno.EADDRINUSE:
+                    return  # not ours to judge here: the gateway's bind reports it
+                shown = f"[{host}]" if ":" in host else host
+                raise OSError(errno.EADDRINUSE, f"{shown}:{port} is already in use") from None
 
 
 def state_path(config: RuntimeConfig) -> str:
@@ -92,11 +122,13 @@ class Runtime:
         """Open the state, build the topology (restoring the catalog, applying the config's
         deployments), listen; returns (host, port)."""
         config = self.config
+        check_address_free(config.gateway.host, config.gateway.port)
         gateway_only = config.cluster.role == "gateway"
         if gateway_only and config.deployments:
             log.info("a gateway serves the head's deployments: those of the config are ignored")
         for deployment in () if gateway_only else config.deployments:
             try:
+                check_replicas(deployment, config.manager)
                 check_deployment(deployment, local=config.cluster.backend != "ray")
             except RequestError as error:
                 raise ValueError(f"deployments[{deployment.name}].{error}") from None
@@ -152,7 +184,7 @@ class Runtime:
                     ),
                     "mgr",
                 )
-                await self.manager.ask(ListDeployments())  # restored and started before we listen
+                await self.manager.ask(ListDeployments())  # restored; replicas start meanwhile
             board = None
             if self.backend is not None:
                 board = self.backend.spawn_sync(
@@ -206,6 +238,23 @@ class Runtime:
         self._close_database()
         self._close_backend()
 
+    async def announce_ready(self, *, interval_s: float = 0.2) -> None:
+        """Log once when every deployment is ready ("all 2 deployments ready: a, b"): the
+        gateway listens before the replicas have loaded, so "serving on" does not say it."""
+        if self.manager is None:
+            return
+        while True:
+            try:
+                views = await self.manager.ask(GetDeploymentStatus(), timeout=30)
+            except InferenceRuntimeError:  # stopping
+                return
+            if views and all(v["state"] == "ready" for v in views):
+                names = [v["name"] for v in views]
+                plural = "s" if len(names) != 1 else ""
+                log.info("all %d deployment%s ready: %s", len(names), plural, ", ".join(names))
+                return
+            await asyncio.sleep(interval_s)
+
     async def serve_forever(self) -> None:
         """Run until SIGINT or SIGTERM, then drain and stop."""
         loop = asyncio.get_running_loop()
@@ -218,12 +267,14 @@ class Runtime:
                 loop.add_signal_handler(sig, stop.set)
         tune_garbage_collector()
         print(f"inference-runtime serving on http://{host}:{port}/v1", flush=True)
+        ready = asyncio.ensure_future(self.announce_ready())
         waiter = asyncio.ensure_future(stop.wait())
         assert self.system is not None
         ended = asyncio.ensure_future(self.system.when_terminated())
         await asyncio.wait({waiter, ended}, return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
         ended.cancel()
+        ready.cancel()
         log.info("stopping: draining in-flight requests")
         await self.stop()
         for sig in (signal.SIGINT, signal.SIGTERM):

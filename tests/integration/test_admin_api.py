@@ -187,6 +187,30 @@ async def test_the_admin_api_names_only_allowed_secrets(
             assert status == 201, view
 
 
+async def test_a_replica_that_cannot_start_logs_and_shows_its_whole_reason(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sections = {
+        "auth": {"secret_env_allow": ["A_VARIABLE_NOBODY_SET"]},
+        "manager": {"replace_backoff_s": 0.01},
+    }
+    async with serve(sections=sections) as runtime:
+        spec = remote_spec("broken", api_key_env="A_VARIABLE_NOBODY_SET")
+        status, view = await call(runtime, "POST", "/admin/deployments", spec)
+        assert status == 201, view
+        report = await eventually(
+            runtime,
+            "/admin/status",
+            lambda r: r["deployments"] and r["deployments"][0]["last_errors"],
+        )
+        (reason,) = report["deployments"][0]["last_errors"].values()
+        assert "A_VARIABLE_NOBODY_SET is not set" in reason and len(reason) > 60
+    failed = [
+        r for r in caplog.records if r.levelname == "ERROR" and "broken#0 failed" in r.message
+    ]
+    assert failed and "A_VARIABLE_NOBODY_SET is not set" in failed[0].message
+
+
 SPECS = [
     {
         "name": "words",

@@ -171,3 +171,58 @@ def test_kill_9_loses_no_acknowledged_write(tmp_path: Path) -> None:
         assert not missing, f"acknowledged but lost: {missing}"
     finally:
         server.stop()
+
+
+def _serve(server: Server, config: dict[str, Any], path: Path) -> subprocess.CompletedProcess[str]:
+    path.write_text(yaml.safe_dump(config))
+    return server.cli("serve", "-c", str(path))
+
+
+def test_first_run_traps_are_refused_at_once_with_one_clear_line(tmp_path: Path) -> None:
+    port = free_port()
+    server = Server(tmp_path, port)
+    storage = {"path": str(tmp_path / "other.db")}
+    gateway = {"host": "127.0.0.1", "port": port}
+    typo = {"name": "typo", "runtime": "fake", "runtime_config": {"token_latncy_ms": 5}}
+    missing = {"name": "lost", "runtime": "transformers", "model": str(tmp_path / "no-model")}
+    server.start()
+    try:
+        # a second server on the same port: exit 1 before loading anything, one line
+        second = _serve(
+            server,
+            {"gateway": gateway, "storage": storage, "deployments": [fake_spec("x")]},
+            tmp_path / "second.yaml",
+        )
+        assert second.returncode == 1
+        assert (
+            second.stderr.strip() == f"inference-runtime serve: 127.0.0.1:{port} is already in use"
+        )
+        assert not (tmp_path / "other.db").exists()
+        # deploy: a typo in runtime_config, a model that does not exist -> exit 1 naming them
+        for spec, named in ((typo, "token_latncy_ms"), (missing, "no-model")):
+            path = tmp_path / f"{spec['name']}.yaml"
+            path.write_text(yaml.safe_dump(spec))
+            deployed = server.cli("deploy", "-f", str(path))
+            assert deployed.returncode == 1 and "400" in deployed.stderr, deployed.stderr
+            assert named in deployed.stderr
+        assert "typo" not in server.cli("ls").stdout
+    finally:
+        server.stop()
+    # serve --config with the same mistakes (or a runaway count): exit 2 naming them
+    free = {"host": "127.0.0.1", "port": free_port()}
+    for spec, named in (
+        (typo, "token_latncy_ms"),
+        (missing, "no-model"),
+        ({**fake_spec("many"), "replicas": 10**6}, "max_replicas"),
+    ):
+        refused = _serve(
+            server,
+            {"gateway": free, "storage": storage, "deployments": [spec]},
+            tmp_path / "c.yaml",
+        )
+        assert refused.returncode == 2 and named in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr
+
+
+def fake_spec(name: str) -> dict[str, Any]:
+    return {"name": name, "runtime": "fake"}

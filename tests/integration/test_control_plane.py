@@ -4,6 +4,7 @@ deleting under load drop no admitted request; placement and self-healing on a fa
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ import openai
 import pytest
 
 from inference_runtime.cluster import GpuInfo, NodeInfo
+from inference_runtime.storage import CatalogStore, open_database
+from inference_runtime.types import Deployment
 from support.runtime import USER, base_url, client, fake, serve, wait_healthy
 
 ADMIN_ONLY: dict[str, Any] = {}
@@ -24,6 +27,14 @@ async def admin(runtime: Any, method: str, path: str, body: Any = None) -> Any:
     ):
         assert response.status < 300, await response.text()
         return await response.json()
+
+
+async def call(runtime: Any, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(method, base_url(runtime) + path, json=body) as response,
+    ):
+        return response.status, await response.json()
 
 
 async def test_a_restart_restores_deployments_and_spend(tmp_path: Path) -> None:
@@ -67,6 +78,46 @@ async def test_the_config_file_wins_over_a_stored_deployment_of_the_same_name(
     async with serve(fake("shared"), sections=storage) as runtime:
         view = await admin(runtime, "GET", "/admin/deployments/shared")
         assert view["replicas"]["desired"] == 1 and view["source"] == "config"
+
+
+async def test_replicas_are_bounded_and_a_runaway_stored_count_does_not_stop_a_restart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "state.db"
+    storage = {"storage": {"path": str(path)}}
+    async with serve(sections=storage) as runtime:
+        for count in (10**9, 65):
+            status, body = await call(
+                runtime, "POST", "/admin/deployments", {**fake("runaway"), "replicas": count}
+            )
+            assert status == 400 and body["error"]["param"] == "replicas", body
+        await admin(runtime, "POST", "/admin/deployments", fake("kept"))
+        status, body = await call(
+            runtime, "POST", "/admin/deployments/kept/scale", {"replicas": 10**9}
+        )
+        assert status == 400 and body["error"]["param"] == "replicas", body
+    # what an earlier version accepted and stored: the restart must not try to run it
+    database = open_database(str(path))
+    CatalogStore(database).put(
+        Deployment(name="runaway", runtime="fake", replicas=10**9), source="api"
+    )
+    database.close()
+    async with serve(sections=storage) as runtime:
+        names = [d["name"] for d in (await admin(runtime, "GET", "/admin/deployments"))["data"]]
+        assert names == ["kept"]
+        await wait_healthy(runtime, "kept", 1)
+    assert "runaway" in caplog.text and "max_replicas" in caplog.text
+
+
+async def test_the_log_says_when_every_deployment_is_ready(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="inference_runtime")
+    async with serve(fake("a", load_latency_ms=50), fake("b", replicas=2)) as runtime:
+        await asyncio.wait_for(runtime.announce_ready(interval_s=0.01), timeout=30)
+        await wait_healthy(runtime, "a", 1)
+        await wait_healthy(runtime, "b", 2)
+    assert "all 2 deployments ready: a, b" in caplog.messages
 
 
 async def test_scale_down_and_delete_under_load_drop_no_admitted_request() -> None:
@@ -127,11 +178,10 @@ async def test_placement_and_self_healing_over_http() -> None:
         await wait_healthy(runtime, "gpu-chat", 2)
         view = await admin(runtime, "GET", "/admin/deployments/gpu-chat")
         assert sorted(r["gpus"][0] for r in view["replica_list"]) == [0, 1]
-        too_big = {"name": "huge", "runtime": "fake", "gpus": 4}
-        await admin(runtime, "POST", "/admin/deployments", too_big)
-        status = await admin(runtime, "GET", "/admin/status")
-        huge = next(d for d in status["deployments"] if d["name"] == "huge")
-        assert "needs 4 GPUs per replica" in huge["message"]
+        too_big = {"name": "huge", "runtime": "fake", "gpus": 4}  # no node has 4 GPUs
+        code, body = await call(runtime, "POST", "/admin/deployments", too_big)
+        assert code == 400 and body["error"]["param"] == "replicas"
+        assert "1 replica of 4 GPUs each cannot be placed" in body["error"]["message"]
 
         # a hung engine: the health check takes the replica out; it comes back on GPU 2
         api = client(runtime, timeout=20)

@@ -145,6 +145,14 @@ def _print_status(report: dict[str, Any], views: list[dict[str, Any]]) -> None:
     messages = [(v["name"], v["message"]) for v in views if v["message"]]
     for name, message in messages:
         print(f"\n{name}: {message}")
+    errors = [  # the table shows the start of each; here, the whole reason
+        (r["id"], r["last_error"])
+        for v in views
+        for r in v["replica_list"]
+        if r["last_error"] and r["state"] != "healthy"
+    ]
+    for replica, error in errors:
+        print(f"\n{replica} failed: {error}")
     nodes = [
         [node_id, n["cpus"], n["memory_mib"] // 1024, len(n["gpus"]),
          ", ".join(f"{g['index']}:{g['name']}({len(g['replicas'])})" for g in n["gpus"]) or None]

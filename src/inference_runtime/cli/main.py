@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from collections.abc import Sequence
@@ -119,10 +120,17 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         run_event_loop(Runtime(config).serve_forever(), choice=gateway.event_loop)
     except OSError as error:
-        print(
-            f"inference-runtime serve: cannot listen on {host}:{overrides['port']}: {error}",
-            file=sys.stderr,
-        )
+        if error.errno == errno.EADDRINUSE:
+            shown = f"[{host}]" if ":" in host else host
+            print(
+                f"inference-runtime serve: {shown}:{overrides['port']} is already in use",
+                file=sys.stderr,
+            )
+        else:
+            print(
+                f"inference-runtime serve: cannot listen on {host}:{overrides['port']}: {error}",
+                file=sys.stderr,
+            )
         return 1
     except ValueError as error:  # a config the runtime refuses (auth, storage, deployments)
         print(f"inference-runtime serve: {error}", file=sys.stderr)

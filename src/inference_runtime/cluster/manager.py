@@ -28,9 +28,9 @@ from inference_runtime.actors import (
 from inference_runtime.cluster.health import ProgressWatch, tell_hung
 from inference_runtime.cluster.inventory import probe_local_node
 from inference_runtime.cluster.launcher import LocalLauncher, ReplicaLauncher, RunnerFactory
-from inference_runtime.cluster.placement import DeploymentPlacementActor
+from inference_runtime.cluster.placement import DeploymentPlacementActor, GetCapacity
 from inference_runtime.cluster.reconciler import Reconciler
-from inference_runtime.cluster.replicas import Phase, ReplicaRecord
+from inference_runtime.cluster.replicas import Phase, ReplicaRecord, shape
 from inference_runtime.cluster.runtime_settings import check_runtime_config
 from inference_runtime.cluster.secret_policy import SecretPolicy
 from inference_runtime.config import ManagerConfig
@@ -149,6 +149,16 @@ def check_deployment(deployment: Deployment, *, local: bool = True) -> None:
     check_runtime_config(deployment, local=local)
 
 
+def check_replicas(deployment: Deployment, config: ManagerConfig) -> None:
+    """A replica count this manager may run: at most ``manager.max_replicas``."""
+    if deployment.replicas > config.max_replicas:
+        raise RequestError(
+            f"replicas: {deployment.replicas} is more than a deployment may run here "
+            f"(manager.max_replicas: {config.max_replicas})",
+            param="replicas",
+        )
+
+
 class DeploymentManagerActor(Actor):
     replied_errors = (InferenceRuntimeError,)
 
@@ -195,8 +205,8 @@ class DeploymentManagerActor(Actor):
             )
         self.reconciler = Reconciler(self)
         self._restore()
-        for name in list(self.desired):
-            await self.reconciler.start_now(name)
+        for name in list(self.desired):  # in the background: the gateway listens meanwhile
+            self.reconciler.kick(name)
         self.context.schedule_repeatedly(self.config.health_interval_s, _HealthTick(), key="health")
 
     async def post_stop(self) -> None:
@@ -283,6 +293,7 @@ class DeploymentManagerActor(Actor):
         self, deployment: Deployment, source: Literal["config", "api"], *, create: bool
     ) -> tuple[str, ...]:
         self._check(deployment, source)
+        await self._check_capacity(deployment)
         exists = deployment.name in self.desired
         if create and exists:
             raise Conflict(f"deployment {deployment.name!r} already exists; update it instead")
@@ -301,7 +312,34 @@ class DeploymentManagerActor(Actor):
     def _check(self, deployment: Deployment, source: Literal["config", "api"]) -> None:
         if source == "api":  # first: what it names is refused whatever else it says
             self.secrets.check(deployment)
+        check_replicas(deployment, self.config)
         check_deployment(deployment, local=isinstance(self.launcher, LocalLauncher))
+
+    async def _check_capacity(self, deployment: Deployment) -> None:
+        """More replicas than the nodes could ever hold would wait unplaced forever: a 400.
+        A change to fewer replicas of the same shape asks nothing (it never waits on placement)."""
+        assert self.placement is not None
+        old = self.desired.get(deployment.name)
+        fewer = old is not None and deployment.replicas <= old.deployment.replicas
+        if fewer and old is not None and shape(old.deployment) == shape(deployment):
+            return
+        capacity = await self.placement.ask(
+            GetCapacity(
+                deployment.gpus,
+                deployment.gpu_memory_gib,
+                cpus=getattr(self.launcher, "replica_cpus", 0.0),
+            )
+        )
+        if capacity is not None and deployment.replicas > capacity:
+            each = f"{deployment.gpus} GPU{'s' if deployment.gpus != 1 else ''}"
+            if deployment.gpu_memory_gib is not None:
+                each += f" with {deployment.gpu_memory_gib:g} GiB"
+            raise RequestError(
+                f"replicas: {deployment.replicas} replica{'s' if deployment.replicas != 1 else ''}"
+                f" of {each} each cannot be placed: "
+                f"the nodes could hold at most {capacity}",
+                param="replicas",
+            )
 
     def _get(self, name: str) -> StoredDeployment:
         stored = self.desired.get(name)
@@ -331,6 +369,13 @@ class DeploymentManagerActor(Actor):
         if record is None or record.phase is not Phase.RUNNING:
             return
         self.reconciler.mark_failed(record, reason)
+        log.error(
+            "replica %s failed (%d in a row; next start in %.1f s): %s",
+            record.replica_id,
+            record.failures_in_a_row,
+            max(0.0, record.not_before - self.context.system.clock.now()),
+            reason,
+        )
 
     async def _health_check(self) -> None:
         now = self.context.system.clock.now()

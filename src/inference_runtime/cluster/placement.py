@@ -93,6 +93,13 @@ class GpuPlacer:
             held.pop(replica_id, None)
 
 
+def _slots(gpu: GpuInfo, memory_mib: int | None) -> int:
+    """Replicas one GPU could hold: one whole, or as many as its memory has room for."""
+    if memory_mib is None or gpu.memory_total_mib <= 0:
+        return 1
+    return gpu.memory_total_mib // max(memory_mib, 1)
+
+
 class Placer:
     """Every node's inventory and the grants made on it (one writer: not thread-safe)."""
 
@@ -192,6 +199,22 @@ class Placer:
             return f"{need}; {where} (the most on one node: {total})"
         return f"{need}, {best} free"
 
+    def capacity(self, *, gpus: int, gpu_memory_gib: float | None, cpus: float) -> int | None:
+        """The most replicas of this shape the nodes could ever hold, all else gone (by their
+        GPUs' total memory, not what is free now); ``None``: no bound (no GPU, no CPU count)."""
+        if gpus == 0 and not cpus:
+            return None
+        memory = None if gpu_memory_gib is None else int(gpu_memory_gib * 1024)
+        total = 0
+        for node in self.nodes.values():
+            fits: list[int] = []
+            if cpus:
+                fits.append(int(node.cpus / cpus + 1e-9))
+            if gpus:
+                fits.append(sum(_slots(gpu, memory) for gpu in node.gpus) // gpus)
+            total += min(fits)
+        return total
+
     def statistics(self) -> dict[str, Any]:
         return {
             node_id: {
@@ -224,6 +247,16 @@ class PlaceReplica:
     """(node, GPU index) pairs to use only when nothing else fits (where it just failed)."""
     cpus: float = 0.0
     """CPUs the replica reserves on its node (counted only when not 0)."""
+
+
+@dataclass(frozen=True, slots=True)
+class GetCapacity:
+    """Ask: the most replicas of this shape the nodes could ever hold (``Placer.capacity``);
+    ``None`` when there is no bound, or the nodes may change (a Ray cluster grows)."""
+
+    gpus: int
+    gpu_memory_gib: float | None = None
+    cpus: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +300,10 @@ class DeploymentPlacementActor(Actor):
                 )
             case ReleaseReplica(replica_id=replica_id):
                 self.placer.release(replica_id)
+            case GetCapacity(gpus=gpus, gpu_memory_gib=memory, cpus=cpus):
+                if self.live:
+                    return None
+                return self.placer.capacity(gpus=gpus, gpu_memory_gib=memory, cpus=cpus)
             case GetInventory():
                 self._refresh()
                 return self.placer.statistics()

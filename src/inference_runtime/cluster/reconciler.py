@@ -185,10 +185,22 @@ class Reconciler:
                     await self._start(record)
                 else:
                     self.kick_later(name, record.not_before - now)
-        while len(new) + len(old) < dep.replicas:
+        # the spec is read again after every start: a scale-down meanwhile wins at once, and
+        # a changed spec ends this growth (the next pass grows the new one)
+        while (
+            self._still(name, dep)
+            and len(new) + len(old) < self.m.desired[name].deployment.replicas
+        ):
             record = self._new_record(dep)
             new.append(record)
             await self._start(record)
+
+    def _still(self, name: str, dep: Deployment) -> bool:
+        """``name`` still wants replicas of ``dep``'s shape (its count may have changed)."""
+        stored = self.m.desired.get(name)
+        return stored is not None and (
+            stored.deployment is dep or shape(stored.deployment) == shape(dep)
+        )
 
     async def _roll(self, name: str) -> None:
         dep, new, old = self._split(name)

@@ -35,11 +35,11 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     connection is closed (a promised body that never comes holds neither a handler nor the
     drain)."""
     allowed_hosts: tuple[str, ...] = ()
-    """Host names (without port) the ``Host`` header may carry, besides the bound address.
-    Empty: on a loopback address only loopback names (``localhost``, ``127.0.0.1``, ``[::1]``)
-    are accepted, which refuses DNS rebinding; on any other address every ``Host`` is accepted
-    (a proxy in front may rewrite it; keys guard such a server). Listing names restricts a
-    non-loopback server to them (and loopback names) and widens a loopback one."""
+    """Host names (without port) the ``Host`` header may carry. An IP address or a loopback
+    name (``localhost``) is always accepted: a DNS-rebinding page's ``Host`` is its own domain
+    name. Empty: on a loopback address no other name is, which refuses DNS rebinding; on any
+    other address every ``Host`` is (a proxy in front may rewrite it; keys guard such a
+    server). Listing names restricts a non-loopback server to them and widens a loopback one."""
     allowed_origins: tuple[str, ...] = ()
     """Browser origins (``https://app.example``) whose requests are accepted. A request with no
     ``Origin`` (every non-browser client) or from the server's own origin always is, and on a
@@ -83,6 +83,11 @@ class AuthConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     """Per API key: more requests than this within a minute get 429."""
     allow_unauthenticated: bool = False
     """Serve on a non-loopback address with no API key (refused unless this is true)."""
+    secret_env_allow: tuple[str, ...] = ()
+    """Environment variables a deployment created or changed through the admin API may name as
+    its key (``runtime_config.api_key_env``), besides those the config file's deployments name.
+    Through the API a deployment may name no file (``api_key_file``, TLS files) but one a
+    config-file deployment names: the API's caller chooses where the key is sent."""
 
     def __post_init__(self) -> None:
         if self.requests_per_minute is not None and self.requests_per_minute < 1:
@@ -105,11 +110,6 @@ class StorageConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     path: str | None = None
     """The SQLite file; default ``state.db`` in the data folder ($INFERENCE_RUNTIME_DATA_DIR,
     else $XDG_DATA_HOME/inference-runtime, else ~/.local/share/inference-runtime).
-    secret_env_allow: tuple[str, ...] = ()
-    """Environment variables a deployment created or changed through the admin API may name as
-    its key (``runtime_config.api_key_env``), besides those the config file's deployments name.
-    Through the API a deployment may name no file (``api_key_file``, TLS files) but one a
-    config-file deployment names: the API's caller chooses where the key is sent."""
     ``:memory:`` keeps nothing across restarts."""
 
 
@@ -129,11 +129,18 @@ class ManagerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     before it stops and reports the update as stuck."""
     replace_backoff_s: float = 1.0
     """Pause before re-placing a failed replica (doubled on each failure in a row, max 60 s)."""
+    max_replicas: int = 64
+    """The most replicas one deployment may ask for (more is a 400 naming ``replicas``, and a
+    config file asking more is refused at start): a typo such as ``replicas: 1000000`` must not
+    start replicas until the machine gives out. Placement bounds it further by what the nodes
+    could ever hold."""
 
     def __post_init__(self) -> None:
         for name in ("health_interval_s", "hang_timeout_s", "ready_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"manager.{name}: must be > 0")
+        if self.max_replicas < 1:
+            raise ValueError("manager.max_replicas: must be >= 1")
         if self.drain_timeout_s < 0 or self.replace_backoff_s < 0:
             raise ValueError("manager: drain_timeout_s and replace_backoff_s must be >= 0")
 

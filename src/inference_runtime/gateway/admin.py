@@ -218,6 +218,11 @@ class AdminRoutes:
                 "failures": sum(r["failures"] for r in v["replica_list"]),
                 "message": v["message"],
             }
+                "last_errors": {
+                    r["id"]: r["last_error"]
+                    for r in v["replica_list"]
+                    if r["last_error"] and r["state"] != "healthy"
+                },
             for v in views
         ]
         ready = all(s["state"] == "ready" for s in summary)

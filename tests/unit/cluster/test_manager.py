@@ -174,9 +174,10 @@ async def test_gpu_replicas_spread_and_see_only_their_gpus(system: ActorSystem) 
 
 async def test_a_replica_that_cannot_be_placed_says_why(system: ActorSystem) -> None:
     dp, mgr = start(system, nodes=[node(80)])
-    await mgr.ask(ApplyDeployment(Deployment(name="big", runtime="fake", gpus=2)))
+    await mgr.ask(ApplyDeployment(Deployment(name="first", runtime="fake", gpus=1)))
+    await mgr.ask(ApplyDeployment(Deployment(name="big", runtime="fake", gpus=1)))
     view = await until(lambda: _state(mgr, "big", "degraded"))
-    assert "needs 2 GPUs per replica" in view["message"]
+    assert "needs 1 GPU per replica, 0 free" in view["message"]
     assert view["replica_list"][0]["phase"] == "pending"
     # the manager keeps serving everything else
     await mgr.ask(ApplyDeployment(Deployment(name="small", runtime="fake")))
@@ -345,3 +346,71 @@ async def _send(system: ActorSystem, dp: ActorRef, name: str, text: str) -> None
 
 async def _poison(system: ActorSystem, dp: ActorRef, name: str) -> None:
     await _send(system, dp, name, "BOOM")
+
+
+async def test_replicas_beyond_the_cap_or_what_the_nodes_hold_are_refused(
+    system: ActorSystem,
+) -> None:
+    config = ManagerConfig(health_interval_s=0.05, max_replicas=8)
+    _dp, mgr = start(system, nodes=[node(80, 80)], config=config)
+    with pytest.raises(RequestError, match="max_replicas") as refused:
+        await mgr.ask(ApplyDeployment(Deployment(name="many", runtime="fake", replicas=9)))
+    assert refused.value.param == "replicas"
+    await mgr.ask(ApplyDeployment(Deployment(name="ok", runtime="fake", replicas=1)))
+    with pytest.raises(RequestError, match="max_replicas"):
+        await mgr.ask(ScaleDeployment("ok", 10**9))
+    # two GPUs hold two whole-GPU replicas, or 80 // 30 = 2 each by memory
+    with pytest.raises(RequestError, match="at most 2") as refused:
+        await mgr.ask(ApplyDeployment(Deployment(name="g", runtime="fake", replicas=3, gpus=1)))
+    assert refused.value.param == "replicas"
+    with pytest.raises(RequestError, match="at most 0"):
+        await mgr.ask(ApplyDeployment(Deployment(name="g", runtime="fake", gpus=3)))
+    shared = Deployment(name="s", runtime="fake", replicas=5, gpus=1, gpu_memory_gib=30)
+    with pytest.raises(RequestError, match="at most 4"):
+        await mgr.ask(ApplyDeployment(shared))
+    assert [d.name for d in await mgr.ask(ListDeployments())] == ["ok"]
+
+
+class GatedPlacement(DeploymentPlacementActor):
+    """Places a replica only when the test lets one through (``gate``)."""
+
+    def __init__(self, inventory: list[NodeInfo], gate: asyncio.Semaphore) -> None:
+        super().__init__(lambda: inventory)
+        self.gate = gate
+
+    async def receive(self, message: Any) -> Any:
+        if type(message).__name__ == "PlaceReplica":
+            await self.gate.acquire()
+        return super().receive(message)
+
+
+async def test_a_scale_down_wins_over_a_scale_up_in_progress(system: ActorSystem) -> None:
+    gate = asyncio.Semaphore(1)
+    dp = system.actor_of(Props(DpCoordinatorActor), "dp")
+    placement = system.actor_of(Props(lambda: GatedPlacement([node()], gate)))
+    started: list[str] = []
+
+    def factory(dep: Deployment, *, device: str) -> FakeRunner:
+        started.append(dep.name)
+        return FakeRunner(dep, device=device)
+
+    mgr = system.actor_of(
+        Props(
+            lambda: DeploymentManagerActor(
+                coordinator=dp, placement=placement, runner_factory=factory, config=FAST
+            )
+        ),
+        "mgr",
+    )
+    await mgr.ask(ApplyDeployment(Deployment(name="w", runtime="fake")))
+    await until(lambda: _count(dp, "w", 1))
+    await mgr.ask(ScaleDeployment("w", 40))
+    for _ in range(2):  # two more replicas are placed, then the count goes back to one
+        gate.release()
+    await until(lambda: _count(dp, "w", 3))
+    await mgr.ask(ScaleDeployment("w", 1))
+    for _ in range(40):
+        gate.release()
+    view = await until(lambda: _state(mgr, "w", "ready"), timeout=10)
+    assert view["replicas"] == {"desired": 1, "ready": 1, "total": 1}
+    assert len(started) <= 4  # the three, and at most the one being placed when it shrank
