@@ -10,13 +10,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import openai
 import pytest
 
 from inference_runtime.testing.mock_upstream import MockUpstream
 from inference_runtime.testing.mock_upstream_faults import Fault
 from support.remote import remote
-from support.runtime import client, serve, wait_healthy
+from support.runtime import base_url, client, serve, wait_healthy
 
 KEY = "tok_live_7Qm2ZpX9vLk4RfT8wNb3HsJd"
 """Not ``sk-`` shaped: redaction by shape alone lets it through."""
@@ -69,6 +70,11 @@ async def test_an_echoed_key_of_any_shape_is_redacted_streamed_or_not(
         seen += [str(mid.value), repr(mid.value.body)]
         assert "Incorrect API key provided" in str(mid.value)
         assert len(upstream.requests) == 3  # every fault reached the upstream and came back
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(base_url(runtime) + "/metrics") as metrics,
+        ):
+            seen.append(await metrics.text())  # error codes are metric labels
         for text in seen:
             assert _leaks(text) == [], text
         assert _leaks(caplog.text) == []

@@ -315,3 +315,22 @@ async def test_script_order_placeholders_and_markers(upstream: MockUpstream) -> 
         await api.chat.completions.create(model="m", messages=poisoned)
     upstream.fault_for("poison", None)
     await api.chat.completions.create(model="m", messages=poisoned)
+
+
+async def test_echo_key_repeats_the_sent_key_in_message_param_and_code(
+    upstream: MockUpstream, session: aiohttp.ClientSession
+) -> None:
+    upstream.script(Fault.echo_key(400))
+    async with session.post(upstream.url + "/chat/completions", json=STREAM) as response:
+        error = (await response.json())["error"]
+    assert response.status == 400
+    assert KEY in error["message"] and error["param"] == KEY and KEY in error["code"]
+    upstream.script(Fault.echo_key(500, after=3))
+    async with session.post(upstream.url + "/chat/completions", json=STREAM) as response:
+        raw = await response.read()
+    assert response.status == 200 and len(events(raw)) == 4
+    mid = json.loads(events(raw)[-1][len(b"data: ") :])["error"]
+    assert KEY in mid["message"] and mid["param"] == KEY
+    assert upstream.requests[-1].fault == Fault.echo_key(500, after=3)  # as scripted
+    with pytest.raises(ValueError):
+        Fault.echo_key(200)
