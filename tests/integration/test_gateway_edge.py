@@ -188,25 +188,34 @@ async def test_a_stalled_body_is_dropped_and_does_not_hold_the_drain(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="inference_runtime.gateway")
-    stalled = (
-        b"POST /v1/embeddings HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        b'Content-Length: 1000\r\n\r\n{"model"'
-    )
-    async with serve(body_timeout_s=0.5, drain_timeout_s=600) as runtime:
-        # a body that never comes: the connection is closed
-        assert await exchange(port_of(runtime), stalled) == b""
-        _, writer = await asyncio.open_connection("127.0.0.1", port_of(runtime))
-        writer.write(stalled)
-        await writer.drain()
-        for _ in range(3):  # round trips after it: the stalled head has reached its handler
-            status, _, _ = await request(runtime, "GET", "/healthz", {})
-            assert status == 200
-        # the stop drains (up to 600 s here): the stalled body must not hold it
+    stalled = {
+        path: f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        'Content-Length: 1000\r\n\r\n{"model"'.encode()
+        for path in ("/v1/embeddings", "/v1/chat/completions", "/admin/deployments")
+    }
+    slow = fake(token_latency_ms=20, output_tokens=20)
+    async with serve(slow, body_timeout_s=0.5, drain_timeout_s=600) as runtime:
+        await wait_healthy(runtime, "fake", 1)
+        for data in stalled.values():  # a body that never comes: the connection is closed
+            assert await exchange(port_of(runtime), data) == b""
+        writers = []
+        for data in stalled.values():
+            _, writer = await asyncio.open_connection("127.0.0.1", port_of(runtime))
+            writer.write(data)
+            await writer.drain()
+            writers.append(writer)
+        stream = await client(runtime).chat.completions.create(
+            model="fake", messages=USER, stream=True
+        )
+        first = await anext(aiter(stream))  # one real request in flight
+        # the stop drains (up to 600 s here): the real request finishes, the stalled bodies
+        # do not hold it
         await asyncio.wait_for(runtime.stop(), 60)
-        writer.close()
-    assert any(
-        "draining: waiting for 1 request (up to 600 s)" in r.getMessage() for r in caplog.records
-    )
+        assert first.choices[0].delta is not None
+        for writer in writers:
+            writer.close()
+    drains = [r.getMessage() for r in caplog.records if "draining" in r.getMessage()]
+    assert drains == ["draining: waiting for 1 request (up to 600 s)"], drains
 
 
 # -- point 13: deep JSON, bad gzip, bad HTTP ------------------------------------------------

@@ -10,6 +10,7 @@ runs once per distinct header value.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -94,8 +95,9 @@ class EdgePolicy:
 
     def _accepts_host(self, host: str) -> bool:
         name = _host_name(host)
-        # a loopback name is never a rebinding page's (its own domain is in the Host)
-        return name in self._hosts or _is_loopback_name(name)
+        # a rebinding page's Host is its own domain name: never an address (a client, a
+        # probe, that addressed this server by IP) and never a loopback name
+        return name in self._hosts or _is_address(name) or _is_loopback_name(name)
 
     def _accepts_origin(self, origin: str, host: str) -> bool:
         key = (origin, host)
@@ -119,6 +121,14 @@ class EdgePolicy:
         if parts.netloc == host.strip().lower():
             return True  # the server's own origin: a page it served itself
         return self._loopback and _is_loopback_name(_host_name(parts.netloc))
+
+
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _is_loopback_name(name: str) -> bool:

@@ -349,10 +349,11 @@ class GatewayServer:
             self._exit(flow)
 
     async def embeddings(self, request: web.Request) -> web.Response:
+        body = await self._body(request)  # before it counts: a body that stalls holds no drain
         self._enter(None)  # counted, so that a drain waits for it
         try:
             return await create_embeddings(
-                await self._body(request),
+                body,
                 catalog=self.catalog,
                 coordinator=self.coordinator,
                 metrics=self.metrics,

@@ -34,13 +34,21 @@ NAMED = EdgePolicy(
 
 @pytest.mark.parametrize(
     "host",
-    ["127.0.0.1:8080", "127.0.0.1", "localhost:8080", "LOCALHOST", "[::1]:8080", "a.localhost"],
+    [
+        "127.0.0.1:8080",
+        "127.0.0.1",
+        "localhost:8080",
+        "LOCALHOST",
+        "[::1]:8080",
+        "a.localhost",
+        "10.0.0.5:8080",  # an address: never a rebinding page's Host
+    ],
 )
-def test_a_loopback_server_answers_loopback_names(host: str) -> None:
+def test_a_loopback_server_answers_loopback_names_and_addresses(host: str) -> None:
     LOOPBACK.check(request(Host=host))
 
 
-@pytest.mark.parametrize("host", ["evil.example", "evil.example:8080", "10.0.0.5:8080", ""])
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8080", "127.0.0.1.evil", ""])
 def test_a_loopback_server_refuses_other_hosts(host: str) -> None:
     with pytest.raises(PermissionDenied, match="Host"):
         LOOPBACK.check(request(Host=host))
@@ -50,6 +58,7 @@ def test_a_public_server_answers_any_host_unless_names_are_given() -> None:
     PUBLIC.check(request(Host="anything.example"))
     NAMED.check(request(Host="api.example:443"))
     NAMED.check(request(Host="localhost:8080"))
+    NAMED.check(request(Host="10.1.2.3:8080"))  # a probe that addresses the pod by IP
     with pytest.raises(PermissionDenied):
         NAMED.check(request(Host="other.example"))
 
