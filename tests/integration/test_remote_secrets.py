@@ -16,7 +16,7 @@ import pytest
 
 from inference_runtime.testing.mock_upstream import MockUpstream
 from inference_runtime.testing.mock_upstream_faults import Fault
-from support.remote import remote
+from support.remote import anthropic, remote
 from support.runtime import base_url, client, serve, wait_healthy
 
 KEY = "tok_live_7Qm2ZpX9vLk4RfT8wNb3HsJd"
@@ -36,8 +36,8 @@ async def upstream(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[MockUpstrea
         yield mock
 
 
-async def _read_stream(api: openai.AsyncOpenAI) -> None:
-    stream = await api.chat.completions.create(model="gpt", messages=USER, stream=True)
+async def _read_stream(api: openai.AsyncOpenAI, model: str = "gpt") -> None:
+    stream = await api.chat.completions.create(model=model, messages=USER, stream=True)
     async for _chunk in stream:
         pass
 
@@ -141,5 +141,28 @@ async def test_a_request_that_cannot_be_sent_gets_a_prompt_502(
         monkeypatch.setenv("MOCK_KEY", KEY)
         reply = await api.chat.completions.create(model="gpt", messages=USER, max_tokens=3)
         assert reply.choices[0].message.content
+    finally:
+        await context.__aexit__(None, None, None)
+
+
+async def test_an_anthropic_upstream_echoing_the_key_is_redacted_too(
+    upstream: MockUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    deployment = anthropic(upstream, key_env="MOCK_KEY")
+    deployment["runtime_config"]["retry"]["max_retries"] = 0
+    context, runtime = await _started(deployment)
+    try:
+        api = client(runtime)
+        upstream.script(Fault.echo_key(400))
+        with pytest.raises(openai.BadRequestError) as refused:
+            await api.chat.completions.create(model="claude", messages=USER)
+        upstream.script(Fault.echo_key(500, after=2))
+        with pytest.raises(openai.APIError) as mid:
+            await _read_stream(api, "claude")
+        assert upstream.requests[-1].api_key == KEY  # it did go out, and came back echoed
+        for text in (refused.value.response.text, str(mid.value), caplog.text):
+            assert _leaks(text) == [], text
+        assert "Incorrect API key provided" in refused.value.response.text
     finally:
         await context.__aexit__(None, None, None)

@@ -86,6 +86,8 @@ class LoopbackProxy:
             await self._serve(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:  # stopped: end quietly (asyncio's stream callback
+            pass  # would report a cancelled handler as an error)
         finally:
             self._tasks.discard(task)
             writer.close()
