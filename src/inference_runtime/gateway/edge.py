@@ -74,13 +74,14 @@ class EdgePolicy:
 
     def check(self, request: web.Request) -> None:
         headers = request.headers
-        if not self._any_host and not self._host_ok(headers.get("Host", "")):
+        host = headers.get("Host", "")
+        if not self._any_host and not self._host_ok(host):
             raise PermissionDenied(
-                f"Host {headers.get('Host', '')!r} is not an address of this server "
+                f"Host {host!r} is not an address of this server "
                 "(add it to gateway.allowed_hosts to accept it)"
             )
         origin = headers.get("Origin")
-        if origin is not None and not self._accepts_origin(origin, headers.get("Host", "")):
+        if origin is not None and not self._accepts_origin(origin, host):
             raise PermissionDenied(
                 f"Origin {origin!r} may not call this server "
                 "(add it to gateway.allowed_origins to accept it)"

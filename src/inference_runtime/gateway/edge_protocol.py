@@ -44,14 +44,16 @@ class EdgeProtocol(RequestHandler):
         self._body: StreamReader | None = None
 
     def data_received(self, data: bytes) -> None:
-        if self._head_deadline is None and self._waiter is not None and data:
-            # the first bytes of a request's head (the loop waits for one): start its clock
-            self._head_deadline = self._loop.call_later(self._header_timeout_s, self._head_late)
+        waiting = self._waiter is not None  # the loop waits for a request's head
         queued = len(self._messages)
         super().data_received(data)
         if len(self._messages) > queued:  # a whole head (or more) was parsed
             self._cancel_head()
             self._watch_body(self._messages[-1][1])
+        elif waiting and data and self._head_deadline is None and self.transport is not None:
+            # part of a head: the rest must come in time (a whole one, the usual case, costs
+            # no timer)
+            self._head_deadline = self._loop.call_later(self._header_timeout_s, self._head_late)
         if self._body is not None and self._body.exception() is not None:
             # the body cannot be parsed (bad gzip, bad chunks): after the handler's 400 there is
             # nothing to linger for, and aiohttp's lingering read would log the error as a crash
@@ -97,6 +99,7 @@ class EdgeProtocol(RequestHandler):
             self._head_deadline = None
 
     def _cancel_body(self) -> None:
+        self._body = None
         if self._body_deadline is not None:
             self._body_deadline.cancel()
             self._body_deadline = None
