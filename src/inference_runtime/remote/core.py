@@ -80,6 +80,8 @@ class _Job:
     """Set for an embeddings request; its answer goes to ``result``."""
     result: asyncio.Future[EmbeddingResult] | None = field(default=None, repr=False)
     emit: Callable[[list[TokenChunk]], None] = field(default=_drop, repr=False)
+    stream: ProviderStream | None = field(default=None, repr=False)
+    """The current attempt's stream: what a failure reports as produced."""
     """Hands a batch of chunks to ``sink``."""
 
     def __post_init__(self) -> None:
@@ -232,7 +234,6 @@ class RemoteEngineCoreActor(ReplicaActor):
     async def _serve(self, job: _Job) -> None:
         """One request, until it is answered or has failed for good: whatever goes wrong in
         its slot (a bug, a request that cannot be sent) fails it, never leaves it unanswered."""
-        stream: ProviderStream = _NO_STREAM
         try:
             await self._serve_attempts(job)
         except asyncio.CancelledError:
@@ -250,13 +251,14 @@ class RemoteEngineCoreActor(ReplicaActor):
                 f"deployment {self.deployment.name!r}: the upstream call could not be made "
                 f"({reason})"
             )
-            self._failed(job, stream, failed)
+            self._failed(job, job.stream or _NO_STREAM, failed)
 
     async def _serve_attempts(self, job: _Job) -> None:
         attempt, refreshed = 0, False
         policy = self.config.retry
         while True:
             stream = self.provider.new_stream(job.group) if job.embed is None else _NO_STREAM
+            job.stream = stream
             try:
                 await self._attempt(job, stream)
                 self._finished(job, stream)
