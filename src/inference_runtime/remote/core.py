@@ -7,6 +7,8 @@ same ``AddRequest`` / ``AbortRequest``. Each admitted request gets a slot task t
 upstream, streams its SSE into the request's sink, and decides, on a failure, by the one
 classification table (``retry.py``): retry with backoff (only before the first token, and only
 for idempotent deployments), re-read the key once on a 401, or fail with the mapped error.
+Whatever else goes wrong in a slot fails its request (never leaves it unanswered), and every
+error leaves the replica through ``_failed``, with the session's secrets redacted from it.
 """
 
 from __future__ import annotations
@@ -18,8 +20,7 @@ import itertools
 import logging
 import random
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from inference_runtime.engine.core import AbortRequest, AddRequest, Admitted
@@ -30,7 +31,7 @@ from inference_runtime.engine.embedding_core import (
     EmbeddingResult,
 )
 from inference_runtime.engine.replica import ReplicaActor
-from inference_runtime.engine.sink import SequenceSink, batch_emitter
+from inference_runtime.engine.sink import SequenceSink
 from inference_runtime.errors import (
     AuthenticationFailed,
     Backpressure,
@@ -42,11 +43,12 @@ from inference_runtime.errors import (
 from inference_runtime.remote.circuit import CircuitBreakers
 from inference_runtime.remote.config import RemoteConfig
 from inference_runtime.remote.embeddings_call import call_embeddings
+from inference_runtime.remote.job import NO_STREAM, Job
 from inference_runtime.remote.providers import ProviderStream, provider_for
 from inference_runtime.remote.ratelimit import Permit, RateLimiters
 from inference_runtime.remote.retry import Action, backoff_delay, may_retry
 from inference_runtime.remote.upstream import UpstreamFailure, call_upstream
-from inference_runtime.types import EngineRequest, ReplicaState, TokenChunk, Usage
+from inference_runtime.types import EngineRequest, ReplicaState, Usage
 
 log = logging.getLogger("inference_runtime.remote")
 
@@ -62,45 +64,6 @@ class RefreshKey:
     the key they were sent with). Answers whether the key changed."""
 
 
-def _drop(chunks: list[TokenChunk]) -> None:
-    """An embeddings job has no sink: nothing streams."""
-
-
-@dataclass(eq=False, slots=True)
-class _Job:
-    request_id: str
-    group: tuple[EngineRequest, ...]
-    sink: SequenceSink | None
-    estimate: int
-    """Prompt tokens guessed at admission (4 characters a token), until the provider counts."""
-    order: tuple[int, int] = (0, 0)
-    """(priority, arrival number): the queue's order."""
-    task: asyncio.Task[None] | None = field(default=None, repr=False)
-    embed: Embed | None = None
-    """Set for an embeddings request; its answer goes to ``result``."""
-    result: asyncio.Future[EmbeddingResult] | None = field(default=None, repr=False)
-    emit: Callable[[list[TokenChunk]], None] = field(default=_drop, repr=False)
-    stream: ProviderStream | None = field(default=None, repr=False)
-    """The current attempt's stream: what a failure reports as produced."""
-    """Hands a batch of chunks to ``sink``."""
-
-    def __post_init__(self) -> None:
-        if self.sink is not None:
-            self.emit = batch_emitter(self.sink)
-
-    def __lt__(self, other: _Job) -> bool:
-        return self.order < other.order
-
-    def fail(self, error: BaseException, usage: Usage) -> None:
-        if self.result is not None:
-            if not self.result.done():
-                self.result.set_exception(error)
-            return
-        assert self.sink is not None
-        for position, request in enumerate(self.group):
-            self.sink.on_error(request.choice_index, error, usage if position == 0 else Usage())
-
-
 class RemoteEngineCoreActor(ReplicaActor):
     direct_delivery: ClassVar[bool] = True  # admit and abort are short and synchronous
 
@@ -108,9 +71,9 @@ class RemoteEngineCoreActor(ReplicaActor):
         super().__init__(*args, **kwargs)
         self.config = RemoteConfig.of(self.deployment)
         self.provider = provider_for(self.deployment.runtime)
-        self.queue: list[_Job] = []  # a heap by (priority, arrival)
+        self.queue: list[Job] = []  # a heap by (priority, arrival)
         self.arrivals = itertools.count()
-        self.active: dict[str, _Job] = {}
+        self.active: dict[str, Job] = {}
         self.rng = random.Random()
         self._loop = asyncio.get_running_loop()
         self._report_pending = False
@@ -136,7 +99,7 @@ class RemoteEngineCoreActor(ReplicaActor):
     def _admit(self, group: tuple[EngineRequest, ...], sink: SequenceSink) -> Admitted:
         self._check_capacity()
         self.provider.validate(group, config=self.config)
-        job = _Job(
+        job = Job(
             group[0].request_id,
             group,
             sink,
@@ -167,14 +130,14 @@ class RemoteEngineCoreActor(ReplicaActor):
         self._check_capacity()
         chars = sum(len(i) if isinstance(i, str) else len(i) * 4 for i in embed.inputs)
         result: asyncio.Future[EmbeddingResult] = asyncio.get_running_loop().create_future()
-        job = _Job(
+        job = Job(
             embed.request_id, (), None, max(1, chars // 4), (0, next(self.arrivals)),
             embed=embed, result=result,
         )  # fmt: skip
         self._queue(job)
         return EmbedAdmitted(self.replica_id, job.estimate, result)
 
-    def _queue(self, job: _Job) -> None:
+    def _queue(self, job: Job) -> None:
         heapq.heappush(self.queue, job)
         self._start_slots()
         self._report_soon()
@@ -215,7 +178,7 @@ class RemoteEngineCoreActor(ReplicaActor):
         if started:
             self._report_soon()
 
-    def _slot_free(self, job: _Job, _task: object = None) -> None:
+    def _slot_free(self, job: Job, _task: object = None) -> None:
         self.active.pop(job.request_id, None)
         self._start_slots()
         self._report_soon()
@@ -231,7 +194,7 @@ class RemoteEngineCoreActor(ReplicaActor):
         self._report_pending = False
         self._report_load()
 
-    async def _serve(self, job: _Job) -> None:
+    async def _serve(self, job: Job) -> None:
         """One request, until it is answered or has failed for good: whatever goes wrong in
         its slot (a bug, a request that cannot be sent) fails it, never leaves it unanswered."""
         try:
@@ -251,13 +214,13 @@ class RemoteEngineCoreActor(ReplicaActor):
                 f"deployment {self.deployment.name!r}: the upstream call could not be made "
                 f"({reason})"
             )
-            self._failed(job, job.stream or _NO_STREAM, failed)
+            self._failed(job, job.stream or NO_STREAM, failed)
 
-    async def _serve_attempts(self, job: _Job) -> None:
+    async def _serve_attempts(self, job: Job) -> None:
         attempt, refreshed = 0, False
         policy = self.config.retry
         while True:
-            stream = self.provider.new_stream(job.group) if job.embed is None else _NO_STREAM
+            stream = self.provider.new_stream(job.group) if job.embed is None else NO_STREAM
             job.stream = stream
             try:
                 await self._attempt(job, stream)
@@ -293,7 +256,7 @@ class RemoteEngineCoreActor(ReplicaActor):
             )
             attempt += 1
 
-    async def _attempt(self, job: _Job, stream: ProviderStream) -> None:
+    async def _attempt(self, job: Job, stream: ProviderStream) -> None:
         """One call under the rate limits, judged by the circuit breaker; a call that ends
         without a verdict (cancelled, refused by the rate limits) gives its half-open probe
         slot back."""
@@ -325,7 +288,7 @@ class RemoteEngineCoreActor(ReplicaActor):
             raise
         self.breaker.record_success()
 
-    async def _permit(self, job: _Job) -> Permit:
+    async def _permit(self, job: Job) -> Permit:
         assert self.config.rate_limits is not None
         limiter = LIMITERS.get(
             self.deployment.runtime, self.runner.key, self.config.model, self.config.rate_limits
@@ -334,7 +297,7 @@ class RemoteEngineCoreActor(ReplicaActor):
         deadline = asyncio.get_running_loop().time() + self.deployment.serving.queue_timeout_s
         return await limiter.acquire(job.estimate + max_tokens * len(job.group), deadline=deadline)
 
-    def _finished(self, job: _Job, stream: ProviderStream) -> None:
+    def _finished(self, job: Job, stream: ProviderStream) -> None:
         if job.sink is None:
             return  # an embeddings answer went to its future
         counted = stream.usage or Usage(
@@ -345,7 +308,7 @@ class RemoteEngineCoreActor(ReplicaActor):
             usage = counted if position == 0 else Usage()
             job.sink.on_finish(request.choice_index, usage)
 
-    def _failed(self, job: _Job, stream: ProviderStream, error: BaseException) -> None:
+    def _failed(self, job: Job, stream: ProviderStream, error: BaseException) -> None:
         produced = Usage(
             prompt_tokens=job.estimate if stream.chunks_out else 0,
             completion_tokens=stream.chunks_out,
@@ -369,27 +332,6 @@ class RemoteEngineCoreActor(ReplicaActor):
 
     def _counts(self) -> tuple[int, int]:
         return len(self.queue), len(self.active)
-
-
-class _NoStream:
-    """An embeddings call streams nothing: retries stay allowed until it answers."""
-
-    usage: Usage | None = None
-    finished: dict[int, str] = {}
-    done = False
-    chunks_out = 0
-
-    def feed(self, event: object) -> list[TokenChunk]:
-        return []
-
-    def feed_read(self, parser: object, data: bytes) -> list[TokenChunk]:
-        return []
-
-    def feed_body(self, body: bytes) -> list[TokenChunk]:
-        return []
-
-
-_NO_STREAM = _NoStream()
 
 
 def _as_ours(error: InferenceRuntimeError) -> InferenceRuntimeError:
