@@ -42,3 +42,7 @@ def test_the_watch_sees_a_write_under_a_home(tmp_path: Path) -> None:
     (target / "state.db").write_bytes(b"x")
     after = isolation.snapshot(tmp_path)
     assert set(after) - set(before) >= {str(target / "state.db")}
+
+
+def test_no_proxy_of_the_machine_reaches_the_tests() -> None:
+    assert not [name for name in isolation.PROXY_VARIABLES if name in os.environ]

@@ -22,9 +22,20 @@ MODEL_CACHE = Path(tempfile.gettempdir()) / "inference-runtime-tests-cache"
 built-in GGUF model costs seconds at every start otherwise."""
 
 
+PROXY_VARIABLES = tuple(
+    name
+    for base in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+    for name in (base, base.lower())
+)
+"""Upstream calls honour these (as curl does, with no automatic loopback bypass): a machine's
+proxy would otherwise carry the tests' loopback calls. Tests of the proxy set their own."""
+
+
 def _isolate() -> None:
     home = SESSION_ROOT / "home"
     home.mkdir()
+    for name in PROXY_VARIABLES:
+        os.environ.pop(name, None)
     os.environ.update(
         {
             "HOME": str(home),
