@@ -23,6 +23,7 @@ from inference_runtime.cluster import (
     ScaleDeployment,
 )
 from inference_runtime.errors import NotFound, RequestError
+from inference_runtime.gateway import json_body
 from inference_runtime.types import Deployment
 
 MASK = "***"
@@ -103,7 +104,7 @@ async def _json_body(request: web.Request) -> Any:
     if not body:
         raise RequestError("the request body is empty; send a JSON object")
     try:
-        return msgspec.json.decode(body)
+        return json_body.decode(body)
     except msgspec.DecodeError as error:
         raise RequestError(f"the request body is not valid JSON: {error}") from None
 
@@ -217,12 +218,12 @@ class AdminRoutes:
                 "restarts": sum(r["restarts"] for r in v["replica_list"]),
                 "failures": sum(r["failures"] for r in v["replica_list"]),
                 "message": v["message"],
-            }
                 "last_errors": {
                     r["id"]: r["last_error"]
                     for r in v["replica_list"]
                     if r["last_error"] and r["state"] != "healthy"
                 },
+            }
             for v in views
         ]
         ready = all(s["state"] == "ready" for s in summary)
