@@ -36,6 +36,9 @@ _SECRET_NAME = re.compile(
 ``token_latency_ms`` (numbers), nor ``api_key_env`` / ``api_key_file`` (where a secret is, not
 what it is)."""
 _HEADERS = "headers"
+_URL_CREDENTIALS = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#@]*)@")
+"""A URL with credentials in it (``http://user:password@proxy:3128``): they are masked, the
+rest of the URL shows."""
 _ASK_TIMEOUT_S = 30.0
 
 
@@ -63,6 +66,8 @@ def mask_secrets(value: Any) -> Any:
         }
     if isinstance(value, list | tuple):
         return [mask_secrets(v) for v in value]
+    if isinstance(value, str) and "@" in value:
+        return _URL_CREDENTIALS.sub(lambda m: f"{m[1]}{MASK}@", value, count=1)
     return value
 
 
@@ -83,7 +88,7 @@ def _unmask(sent: Any, current: Any, masked: Any) -> Any:
         k: v
         if k not in current
         else current[k]
-        if v == MASK and masked[k] == MASK and current[k] != MASK
+        if isinstance(v, str) and v == masked[k] and masked[k] != current[k]
         else _unmask(v, current[k], masked[k])
         for k, v in sent.items()
     }

@@ -70,3 +70,19 @@ def test_a_masked_spec_sent_back_keeps_its_secrets_and_takes_changes() -> None:
     assert unmask({"runtime_config": {"model": MASK}}, {"runtime_config": {"model": "m"}}) == {
         "runtime_config": {"model": MASK}
     }
+
+
+def test_credentials_in_a_url_are_masked_and_kept_on_put() -> None:
+    current = {
+        "runtime_config": {
+            "proxy": "http://corp:hunter2-secret@proxy.internal:3128",
+            "base_url": "https://api.example.com/v1",
+        }
+    }
+    masked = mask_secrets(current)
+    assert masked["runtime_config"]["proxy"] == f"http://{MASK}@proxy.internal:3128"
+    assert "hunter2" not in str(masked)
+    assert masked["runtime_config"]["base_url"] == "https://api.example.com/v1"
+    assert unmask(masked, current) == current
+    moved = {"runtime_config": {**masked["runtime_config"], "proxy": "http://other:3128"}}
+    assert unmask(moved, current)["runtime_config"]["proxy"] == "http://other:3128"
