@@ -26,17 +26,16 @@ from inference_runtime.errors import (
     BudgetExceeded,
     InferenceRuntimeError,
     NoHealthyReplica,
-    ReplicaFailed,
-    RequestFailedReplicas,
 )
 from inference_runtime.gateway.leases import acquire_lease, tell_reliably
+from inference_runtime.gateway.retries import MAX_ATTEMPTS as MAX_ATTEMPTS
+from inference_runtime.gateway.retries import Retries
 from inference_runtime.gateway.stream import ResponseStream
 from inference_runtime.metrics import RequestRecord, ReserveBudget, tell_record
 from inference_runtime.metrics.budget import prompt_token_bound
 from inference_runtime.types import Deployment, EngineRequest, TokenChunk, Usage
 
 log = logging.getLogger("inference_runtime.gateway")
-MAX_ATTEMPTS = 3
 _MAX_ITL_SAMPLES = 4096
 _ZEROS = (0.0,) * _MAX_ITL_SAMPLES
 
@@ -115,10 +114,7 @@ class RequestFlow:
         self.lease: RouteLease | None = None
         self.sinks: list[_AttemptSink] = []
         self.sent: list[str] = []
-        self.attempt = 0
-        self.tried: set[str] = set()
-        self.broke: list[str] = []
-        """Replicas whose failing step this request was in: once is suspect, twice is final."""
+        self.retries = Retries()
         self.reservation: int | None = None
         self.prompt_tokens = 0
         self.ended: dict[tuple[int, int], Usage] = {}
@@ -128,7 +124,6 @@ class RequestFlow:
         self.last_token_at: float | None = None
         self.itl: list[float] = []
         self.done = False
-        self.last_error: BaseException | None = None
         self.events: list[_ChoiceFailed | _Stop] = []
         """Failed choices and a stop, handled in the handler's task (the flow's mailbox)."""
         self.stopping = False
@@ -192,7 +187,7 @@ class RequestFlow:
             event = events.pop(0)
             if isinstance(event, _Stop):
                 self._fail(event.error)
-            elif event.attempt == self.attempt and self._choice_failed(event):
+            elif event.attempt == self.retries.attempt and self._choice_failed(event):
                 await self._dispatch()  # a retry, before anything reached the client
 
     # -- the token path (called by the engine, not through the mailbox) -----------------
@@ -265,27 +260,29 @@ class RequestFlow:
                     continue
                 self._fail(error)
             except NoHealthyReplica as error:
-                if self._next_fallback():
+                if self.retries.nothing_routable() or self._next_fallback():
                     continue
                 # after replicas were tried, what went wrong there says more than "none left"
-                self._fail(self.last_error if self.tried and self.last_error else error)
+                self._fail(self.retries.last_error or error)
             except InferenceRuntimeError as error:
-                if error.retryable and self.attempt < MAX_ATTEMPTS:
+                if error.retryable and self.retries.own_tries_left():
                     continue  # the replica went away between route and admit
                 self._fail(error)
 
     async def _try_once(self) -> None:
-        self.attempt += 1
+        retries = self.retries
+        retries.attempt += 1
         lease = self.lease = await self._route()
         try:
             await self._reserve_budget()
-            self.sinks = [_AttemptSink(self, self.attempt, g) for g in range(len(self.job.groups))]
+            groups = range(len(self.job.groups))
+            self.sinks = [_AttemptSink(self, retries.attempt, g) for g in groups]
             prompt_tokens = 0
             for group, sink in zip(self.job.groups, self.sinks, strict=True):
                 # recorded before the ask: if we are cancelled while it is in flight, the
                 # abort sent on stop reaches the engine after it (same mailbox, FIFO)
                 self.sent.append(group[0].request_id)
-                add = AddRequest(group, sink, isolate=bool(self.broke))
+                add = AddRequest(group, sink, isolate=retries.isolate)
                 admitted: Admitted = await lease.engine.ask(add)
                 prompt_tokens += admitted.prompt_tokens
             self.prompt_tokens = prompt_tokens
@@ -295,13 +292,13 @@ class RequestFlow:
                 self.job.stream.finish(self._final_usage())
         except InferenceRuntimeError as error:
             if not isinstance(error, Backpressure):  # a full replica is not a broken one
-                self.tried.add(lease.replica_id)
-                self.last_error = error
+                retries.admission_failed(lease.replica_id, error)
             self._abandon_attempt()
             raise
 
     async def _route(self) -> RouteLease:
-        route = Route(self.deployment.name, self.job.session_key, frozenset(self.tried))
+        tried = frozenset(self.retries.tried)
+        route = Route(self.deployment.name, self.job.session_key, tried)
         return await acquire_lease(self.coordinator, route)
 
     async def _reserve_budget(self) -> None:
@@ -321,35 +318,24 @@ class RequestFlow:
                 log.warning("fallback %r of %r does not exist", name, self.deployment.name)
                 continue
             self._record("rejected", error_code="fallback")
-            self.deployment, self.tried, self.reservation = target, set(), None
+            self.deployment, self.reservation = target, None
+            self.retries.restart()
             return True
         return False
 
     # -- endings -------------------------------------------------------------------------
 
     def _choice_failed(self, event: _ChoiceFailed) -> bool:
-        """Fail the request, or abandon this attempt and answer True: retry it.
-
-        A request in the step that broke a replica may be what broke it (a query of death):
-        alone there, it is for sure, and one that broke a second replica is taken to be; either
-        is final. One that shared the step is retried once, isolated (in steps of its own),
-        so that it cannot take another request down with it and is alone if it fails again."""
-        error = event.error
-        assert self.lease is not None
-        if isinstance(error, ReplicaFailed) and error.in_step:
-            self.broke.append(self.lease.replica_id)
-            if error.alone or len(self.broke) > 1:
-                error = self._query_of_death(error)
-        retryable = isinstance(error, InferenceRuntimeError) and error.retryable
-        stream = self.job.stream
+        """Fail the request, or abandon this attempt and answer True: retry it (see
+        ``Retries``: a query of death is final, its suspects run isolated)."""
+        assert self.lease is not None  # an event of the current attempt: its lease is held
+        replica, stream = self.lease.replica_id, self.job.stream
+        error = self.retries.verdict(event.error, replica, self.job.request_id)
         if (
-            retryable
-            and stream.emitted == 0
+            stream.emitted == 0
             and self.deployment.idempotent
-            and self.attempt < MAX_ATTEMPTS
+            and self.retries.retry(error, replica)
         ):
-            self.tried.add(self.lease.replica_id)
-            self.last_error = error
             self._abandon_attempt()
             stream.discard()  # what the failed attempt produced never reached the client
             self.ended, self.completion_tokens = {}, 0
@@ -358,21 +344,6 @@ class RequestFlow:
             return True
         self._fail(error)
         return False
-
-    def _query_of_death(self, error: ReplicaFailed) -> RequestFailedReplicas:
-        replicas = ", ".join(self.broke)
-        how = "alone in" if error.alone else "in"
-        log.error(
-            "request %s was %s the failing step of replica(s) %s: answered, not retried",
-            self.job.request_id, how, replicas,
-        )  # fmt: skip
-        final = RequestFailedReplicas(
-            f"request {self.job.request_id} was {how} the failing step of replica(s) "
-            f"{replicas}; it is not retried",
-            request_id=self.job.request_id,
-        )
-        final.__cause__ = error
-        return final
 
     def _final_usage(self) -> Usage:
         """What the engines reported is authoritative (a provider's own usage); counting the

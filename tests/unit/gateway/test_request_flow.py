@@ -12,7 +12,12 @@ import pytest
 from inference_runtime.actors import Actor, ActorRef, ActorSystem, Props
 from inference_runtime.cluster import Release, Route, RouteLease
 from inference_runtime.engine import AbortRequest, AddRequest, Admitted
-from inference_runtime.errors import ReplicaFailed, RequestFailedReplicas, Unavailable
+from inference_runtime.errors import (
+    NoHealthyReplica,
+    ReplicaFailed,
+    RequestFailedReplicas,
+    Unavailable,
+)
 from inference_runtime.gateway.request_flow import RequestFlow, RequestJob
 from inference_runtime.gateway.stream import ResponseStream
 from inference_runtime.metrics import RequestRecord
@@ -27,6 +32,10 @@ class Engine(Actor):
 
     def __init__(self, name: str, gate: asyncio.Event, script: str, log: list[Any]) -> None:
         self.name, self.gate, self.script, self.log = name, gate, script, log
+        if script.startswith("flaky"):  # "flaky3": fails its first 3 requests, then answers
+            self.script, self.flaky = "fail", int(script.removeprefix("flaky"))
+        else:
+            self.flaky = 0
 
     async def receive(self, message: Any) -> Any:
         self.log.append((self.name, message))
@@ -51,6 +60,10 @@ class Engine(Actor):
             elif self.script == "answer":
                 sink.on_chunks([TokenChunk(rid, 0, "hi"), TokenChunk(rid, 0, " there")])
                 sink.on_finish(0, Usage(prompt_tokens=3, completion_tokens=2))
+            if self.flaky:
+                self.flaky -= 1
+                if not self.flaky:
+                    self.script = "answer"
             return Admitted(self.name, 3)
         return None
 
@@ -58,13 +71,17 @@ class Engine(Actor):
 class Coordinator(Actor):
     """Leases the replicas in order, skipping the excluded; records releases."""
 
+    replied_errors = (NoHealthyReplica,)
+
     def __init__(self, engines: dict[str, ActorRef], log: list[Any]) -> None:
         self.engines, self.log = engines, log
 
     def receive(self, message: Any) -> Any:
         self.log.append(message)
         if isinstance(message, Route):
-            name = next(n for n in self.engines if n not in message.exclude)
+            name = next((n for n in self.engines if n not in message.exclude), None)
+            if name is None:
+                raise NoHealthyReplica("every replica is excluded")
             return RouteLease("d", name, self.engines[name])
         return None
 
@@ -236,3 +253,25 @@ async def test_a_stream_that_sent_tokens_is_not_retried(system: ActorSystem) -> 
     flow.close()
     assert isinstance(flow.job.stream.error, ReplicaFailed)
     assert adds(engine_log) == [("a", False)]
+
+
+async def test_a_request_displaced_by_others_failures_is_retried_beyond_its_own_tries(
+    system: ActorSystem,
+) -> None:
+    """Failures of steps it was not in are not its own: they do not use up its tries, and the
+    replicas it left are taken again once the others are excluded."""
+    flow, _, engine_log, _, _ = setup(system, {"a": "flaky3", "b": "flaky3"})
+    await flow.start()
+    chunks = await drain(flow)
+    flow.close()
+    assert [c.text for c in chunks] == ["hi", " there"]
+    assert [name for name, _ in adds(engine_log)] == ["a", "b", "a", "b", "a", "b", "a"]
+
+
+async def test_a_lone_replica_that_failed_a_request_is_tried_again(system: ActorSystem) -> None:
+    flow, _, engine_log, _, _ = setup(system, {"a": "flaky1"})
+    await flow.start()
+    chunks = await drain(flow)
+    flow.close()
+    assert [c.text for c in chunks] == ["hi", " there"]
+    assert adds(engine_log) == [("a", False), ("a", False)]
