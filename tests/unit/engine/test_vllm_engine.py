@@ -359,6 +359,7 @@ async def test_a_dead_engine_fails_what_it_ran_and_is_rebuilt(system: ActorSyste
     for sink in sinks:
         await sink.done
         assert isinstance(sink.error(), ReplicaFailed)  # retryable: 503, or another replica
+        assert (sink.error().in_step, sink.error().alone) == (True, False)  # vLLM ran all 3
     assert sinks[0].errors[0][1].completion_tokens >= 1  # what was produced is counted
     stats = await until(engine, lambda s: s.context_restarts == 1)
     assert stats.state is ReplicaState.HEALTHY
@@ -388,6 +389,7 @@ async def test_a_stalled_engine_is_poisoned_by_the_watchdog(system: ActorSystem)
     await sink.done
     assert isinstance(sink.error(), ReplicaFailed)
     assert "produced nothing" in str(sink.error())
+    assert sink.error().alone  # the only request in the stalled engine: its likely cause
     await until(engine, lambda s: s.context_restarts == 1 and s.state is ReplicaState.HEALTHY)
     good = RecordingSink()
     await engine.ask(AddRequest(request("b", max_tokens=2), good))

@@ -196,7 +196,9 @@ class VllmEngineActor(ReplicaActor):
                 stream.tokens += len(delta.token_ids)
                 finish = delta.finish_reason
                 if finish == "abort":  # vLLM gave up on it by itself
-                    raise ReplicaFailed(f"replica {self.replica_id}: vLLM aborted the request")
+                    raise ReplicaFailed(
+                        f"replica {self.replica_id}: vLLM aborted the request", in_step=True
+                    )
                 stream.sink.on_chunk(
                     TokenChunk(
                         request_id=request.request_id,
@@ -208,7 +210,9 @@ class VllmEngineActor(ReplicaActor):
                     )
                 )
             if finish is None:
-                raise ReplicaFailed(f"replica {self.replica_id}: vLLM's stream ended early")
+                raise ReplicaFailed(
+                    f"replica {self.replica_id}: vLLM's stream ended early", in_step=True
+                )
             self._end(stream)
             stream.sink.on_finish(index, stream.usage)
         except asyncio.CancelledError:
@@ -224,7 +228,9 @@ class VllmEngineActor(ReplicaActor):
                     failure, ContextPoisoned
                 ):
                     log.warning("%s: vLLM request failed: %r", self.replica_id, error)
-                    failure = ReplicaFailed(f"replica {self.replica_id}: vLLM failed: {error}")
+                    failure = ReplicaFailed(  # its own failure: a suspect of it
+                        f"replica {self.replica_id}: vLLM failed: {error}", in_step=True
+                    )
                 stream.sink.on_error(index, failure, stream.usage)
 
     def _end(self, stream: _Stream) -> None:
@@ -256,7 +262,14 @@ class VllmEngineActor(ReplicaActor):
         if generation != self.generation or self.runner is None:
             return  # already handled: the rebuild is under way or done
         self.generation += 1
-        failure = ReplicaFailed(f"replica {self.replica_id}: its vLLM engine failed: {error}")
+        # vLLM runs every active sequence in each of its steps: all of them were in the one
+        # that failed (or stalled), and one request alone there is its cause
+        alone = len({s.request.request_id for s in self.active.values()}) == 1
+        failure = ReplicaFailed(
+            f"replica {self.replica_id}: its vLLM engine failed: {error}",
+            in_step=True,
+            alone=alone,
+        )
         for stream in list(self.active.values()):
             self._end(stream)
             if stream.task is not None:
