@@ -28,7 +28,7 @@ as its tries, but bounded (a replica could fail forever)."""
 class Retries:
     """Driven by the request's flow: ``attempt`` counts its tries (each has its own sinks)."""
 
-    __slots__ = ("attempt", "broke", "displaced", "last_error", "tried")
+    __slots__ = ("attempt", "broke", "displaced", "last_error", "pushed_out", "tried")
 
     def __init__(self) -> None:
         self.attempt = 0
@@ -40,6 +40,8 @@ class Retries:
         """Replicas whose failing step the request was in."""
         self.last_error: BaseException | None = None
         """What went wrong on a replica last (says more than "no replica left")."""
+        self.pushed_out = False
+        """The last failure was another request's: the replicas avoided may take it again."""
 
     @property
     def isolate(self) -> bool:
@@ -51,19 +53,21 @@ class Retries:
 
     def admission_failed(self, replica: str, error: BaseException) -> None:
         self.tried.add(replica)
-        self.last_error = error
+        self.last_error, self.pushed_out = error, False
 
     def nothing_routable(self) -> bool:
-        """No replica outside ``tried``: True when avoiding them was only a preference (try any
-        that is up again), False when none is up at all."""
-        if not self.tried:
+        """No replica outside ``tried``: True when avoiding them was only a preference (the
+        request was pushed out by another's failure: any replica that is up again may take
+        it), False when the request failed there itself (a replica's own retries, a remote
+        engine's, were spent: no more here) or none is up at all."""
+        if not (self.tried and self.pushed_out):
             return False
-        self.tried = set()
+        self.tried, self.pushed_out = set(), False
         return True
 
     def restart(self) -> None:
         """On another deployment (a fallback): nothing tried there yet."""
-        self.tried, self.last_error = set(), None
+        self.tried, self.last_error, self.pushed_out = set(), None, False
 
     def verdict(self, error: BaseException, replica: str, request_id: str) -> BaseException:
         """What a failure of the request on ``replica`` stands for: the final error of a query
@@ -97,9 +101,10 @@ class Retries:
                 return False
             self.displaced += 1
             # not its fault: any replica but the one rebuilding (and those it may have broken)
-            self.tried = {*self.broke, replica}
+            self.tried, self.pushed_out = {*self.broke, replica}, True
         elif self.own_tries_left():
             self.tried.add(replica)
+            self.pushed_out = False
         else:
             return False
         self.last_error = error
