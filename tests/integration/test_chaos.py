@@ -13,9 +13,10 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import openai
 
-from support.runtime import client, fake, serve, table, wait_healthy
+from support.runtime import base_url, client, fake, serve, table, wait_healthy
 
 INNOCENTS = 60
 CONCURRENCY = 12
@@ -130,6 +131,17 @@ async def test_poison_fatal_and_hang_under_load_lose_no_innocent_request() -> No
         assert out.ok + out.ended_with_error_event == INNOCENTS
         assert sorted(out.bad) == sorted((marker, 500, "request_failed_replica") for marker in BAD)
         assert min(serving_seen) >= 1  # never the whole deployment down
+        # each bad request broke at most two replicas (shared step, then alone): a poison two
+        # contexts (an isolated fatal one restarts its context), a fatal one replica, a hang
+        # (a step that never returns: only replacing the replica ends it) two replicas
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(base_url(runtime) + "/admin/deployments/chaos") as response,
+        ):
+            replicas = (await response.json())["replica_list"]
+        assert sum(r["failures"] for r in replicas) <= BAD.count("FATAL") + 2 * BAD.count("HANG")
+        restarts = sum(r.context_restarts for r in (await table(runtime)).deployments["chaos"])
+        assert restarts <= 2 * BAD.count("POISON") + BAD.count("FATAL")
         await wait_healthy(runtime, "chaos", 1)
         after = await api.chat.completions.create(
             model="chaos", messages=[{"role": "user", "content": "still there?"}], max_tokens=3
