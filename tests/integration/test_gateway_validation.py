@@ -3,10 +3,11 @@ official client, and the replica goes on serving the next request."""
 
 from __future__ import annotations
 
+import aiohttp
 import openai
 import pytest
 
-from support.runtime import USER, client, fake, serve, wait_healthy
+from support.runtime import USER, base_url, client, fake, serve, wait_healthy
 
 
 async def test_bad_parameters_are_400s_and_the_replica_serves_on() -> None:
@@ -49,3 +50,14 @@ async def test_bad_parameters_are_400s_and_the_replica_serves_on() -> None:
         )
         assert len(chat.choices) == 5
         await wait_healthy(rt, "fake", 1)
+
+
+async def test_a_method_not_allowed_names_the_allowed_ones() -> None:
+    async with serve(fake()) as rt, aiohttp.ClientSession() as http:
+        async with http.request("TRACE", base_url(rt) + "/v1/chat/completions") as reply:
+            assert reply.status == 405
+            assert reply.headers["Allow"] == "POST"
+            assert set((await reply.json())["error"]) == {"message", "type", "param", "code"}
+        async with http.delete(base_url(rt) + "/healthz") as reply:
+            assert reply.status == 405
+            assert "GET" in reply.headers["Allow"]

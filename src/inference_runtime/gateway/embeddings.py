@@ -37,9 +37,9 @@ from inference_runtime.errors import (
     NoHealthyReplica,
     RequestError,
 )
-from inference_runtime.gateway import json_body
 from inference_runtime.gateway.leases import acquire_lease, tell_reliably
 from inference_runtime.gateway.request_flow import MAX_ATTEMPTS
+from inference_runtime.gateway.schema import decode_typed
 from inference_runtime.metrics import RequestRecord, ReserveBudget, tell_record
 from inference_runtime.metrics.budget import input_token_bound
 from inference_runtime.types import Deployment
@@ -47,6 +47,8 @@ from inference_runtime.types import Deployment
 log = logging.getLogger("inference_runtime.gateway")
 MAX_INPUTS = 2048
 """OpenAI's limit on the inputs of one request."""
+MAX_TOKEN_ID = 2**31 - 1
+"""The largest token id taken at the edge (the runner then checks its own vocabulary)."""
 _encode = msgspec.json.Encoder().encode
 
 
@@ -68,7 +70,7 @@ _MISSING = re.compile(r"missing required field `([^`]+)`")
 def decode_request(body: bytes) -> EmbeddingRequest:
     """Parse and check a body; errors are 400s naming the parameter (as ``schema.decode``)."""
     try:
-        req = json_body.decode(body, _decoder.decode)
+        req = decode_typed(body, _decoder.decode)
     except msgspec.ValidationError as error:
         text = str(error)
         if unknown := _UNKNOWN.search(text):
@@ -85,8 +87,8 @@ def decode_request(body: bytes) -> EmbeddingRequest:
         raise RequestError(f"The body is not valid JSON: {error}") from None
     if not req.model:
         raise RequestError("model must not be empty", param="model")
-    if req.dimensions is not None and req.dimensions < 1:
-        raise RequestError("dimensions must be >= 1", param="dimensions")
+    if req.dimensions is not None and not 1 <= req.dimensions <= MAX_TOKEN_ID:
+        raise RequestError(f"dimensions must be between 1 and {MAX_TOKEN_ID}", param="dimensions")
     return req
 
 
@@ -95,8 +97,8 @@ def inputs_of(req: EmbeddingRequest) -> tuple[str | tuple[int, ...], ...]:
     raw = req.input
     if isinstance(raw, str):
         items: list[Any] = [raw]
-    elif raw and all(_is_token(x) for x in raw):
-        items = [tuple(raw)]  # one token array
+    elif raw and (ids := _token_ids(raw)) is not None:
+        items = [ids]  # one token array
     else:
         items = raw
     if not items:
@@ -105,22 +107,34 @@ def inputs_of(req: EmbeddingRequest) -> tuple[str | tuple[int, ...], ...]:
         raise RequestError(f"input takes at most {MAX_INPUTS} items", param="input")
     result: list[str | tuple[int, ...]] = []
     for i, item in enumerate(items):
-        if isinstance(item, list) and all(_is_token(x) for x in item):
-            item = tuple(item)
+        if isinstance(item, list) and (ids := _token_ids(item)) is not None:
+            item = ids
         if not item:
             raise RequestError(f"input[{i}] must not be empty", param="input")
         if not isinstance(item, str | tuple):
             raise RequestError(
-                "input must be a string, a list of strings, a list of token ids (integers >= 0), "
-                "or a list of such lists",
+                "input must be a string, a list of strings, a list of token ids (integers "
+                f"from 0 to {MAX_TOKEN_ID}), or a list of such lists",
                 param="input",
             )
         result.append(item)
     return tuple(result)
 
 
+def _token_ids(values: list[Any]) -> tuple[int, ...] | None:
+    """The token ids of a list that holds only them (``7.0`` is ``7``: JSON has one number
+    type), else None."""
+    if all(_is_token(x) for x in values):
+        return tuple(values)
+    if all(_is_token(x) or (type(x) is float and x.is_integer() and _is_token(int(x)))
+           for x in values):  # fmt: skip
+        return tuple(int(x) for x in values)
+    return None
+
+
 def _is_token(value: object) -> bool:
-    return type(value) is int and value >= 0
+    # bounded here: an id past any vocabulary (2**70) is the request's 400 on every runtime
+    return type(value) is int and 0 <= value <= MAX_TOKEN_ID
 
 
 async def create_embeddings(

@@ -18,7 +18,12 @@ _SPEC_BODY = {
 }
 _NAME = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
 _SECURED: dict[str, Any] = {"security": [{"adminKey": []}]}
-_DENIED = {"401": _ERROR, "403": _ERROR}
+_DENIED = {
+    "401": {**_ERROR, "description": "No or a wrong admin key"},
+    "403": {**_ERROR, "description": "An API key (not the admin key), or a foreign Origin/Host"},
+    "415": {**_ERROR, "description": "The body is not application/json"},
+    "429": {**_ERROR, "description": "Repeated wrong keys from this client: slowed"},
+}
 
 ADMIN_PATHS: dict[str, Any] = {
     "/admin/deployments": {
@@ -52,6 +57,8 @@ ADMIN_PATHS: dict[str, Any] = {
         "parameters": _NAME,
         "post": {**_SECURED, "summary": "Remote replicas read their API key again (rotation, "
                  "no request dropped); optional {replica: id}",
+                 "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                     "type": "object", "properties": {"replica": {"type": "string"}}}}}},
                  "responses": {"200": {"description": "{deployment, replicas: {id: changed}}"},
                                "400": _ERROR, "404": _ERROR, **_DENIED}},
     },
@@ -62,27 +69,93 @@ ADMIN_PATHS: dict[str, Any] = {
     },
 }  # fmt: skip
 
+_SPEND = {"type": ["number", "null"], "exclusiveMinimum": 0}
+_SERVING = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "max_concurrent": {"type": "integer", "minimum": 1},
+        "queue_capacity": {"type": "integer", "minimum": 0},
+        "max_batched_tokens": {"type": "integer", "minimum": 1},
+        "on_capacity_exhausted": {
+            "type": "string",
+            "enum": ["reject", "queue", "fallback"],
+            "description": "fallback needs a non-empty fallbacks list",
+        },
+        "queue_timeout_s": {"type": "number", "exclusiveMinimum": 0},
+        "retry_after_s": {"type": "number", "exclusiveMinimum": 0},
+        "max_tokens": {"type": ["integer", "null"], "minimum": 1},
+    },
+}
+_BUDGET = {
+    "type": "object",
+    "additionalProperties": False,
+    "description": "Set max_spend_per_hour, max_spend_per_day, or both",
+    "properties": {
+        "max_spend_per_hour": _SPEND,
+        "max_spend_per_day": _SPEND,
+        "on_exceeded": {"type": "string", "enum": ["reject", "warn", "throttle"]},
+    },
+    "anyOf": [
+        {
+            "required": ["max_spend_per_hour"],
+            "properties": {"max_spend_per_hour": {"type": "number"}},
+        },
+        {
+            "required": ["max_spend_per_day"],
+            "properties": {"max_spend_per_day": {"type": "number"}},
+        },
+    ],
+}
+_PRICING = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "input_per_mtok": {"type": "number", "minimum": 0},
+        "output_per_mtok": {"type": "number", "minimum": 0},
+    },
+}
+
 ADMIN_SCHEMAS: dict[str, Any] = {
     "Deployment": {
         "type": "object",
         "required": ["name", "runtime"],
+        "additionalProperties": False,
         "description": "A deployment spec, as in the config file's deployments: list",
+        "allOf": [
+            {  # falling back needs somewhere to fall back to
+                "if": {"required": ["serving"], "properties": {"serving": {
+                    "required": ["on_capacity_exhausted"],
+                    "properties": {"on_capacity_exhausted": {"const": "fallback"}}}}},
+                "then": {"required": ["fallbacks"], "properties": {"fallbacks": {"minItems": 1}}},
+            },
+            {  # a remote runtime uses no GPU
+                "if": {"required": ["runtime"],
+                       "properties": {"runtime": {"enum": ["openai", "anthropic"]}}},
+                "then": {"properties": {"gpus": {"const": 0}}},
+            },
+        ],
         "properties": {
-            "name": {"type": "string"},
+            "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$",
+                     "description": "On PUT: the same as the path's name"},
             "runtime": {"type": "string",
                         "enum": ["fake", "transformers", "embeddings", "vllm", "openai",
                                  "anthropic"]},
             "model": {"type": "string"},
-            "runtime_config": {"type": "object"},
+            "runtime_config": {"type": "object",
+                               "description": "The runtime's own settings (refused if unknown)"},
             "replicas": {"type": "integer", "minimum": 0},
-            "gpus": {"type": "integer", "minimum": 0},
-            "gpu_memory_gib": {"type": ["number", "null"]},
-            "serving": {"type": "object"},
-            "fallbacks": {"type": "array", "items": {"type": "string"}},
-            "budget": {"type": ["object", "null"]},
-            "pricing": {"type": "object"},
+            "gpus": {"type": "integer", "minimum": 0,
+                     "description": "0 for a remote runtime (openai, anthropic)"},
+            "gpu_memory_gib": {"type": ["number", "null"], "exclusiveMinimum": 0},
+            "serving": _SERVING,
+            "fallbacks": {"type": "array", "items": {"type": "string"},
+                          "description": "Never the deployment's own name"},
+            "budget": {"oneOf": [_BUDGET, {"type": "null"}]},
+            "pricing": _PRICING,
             "idempotent": {"type": "boolean"},
-            "routing": {"type": "string"},
+            "routing": {"type": "string", "enum": ["least_loaded", "power_of_two",
+                                                   "round_robin", "session_affinity"]},
         },
     },
     "DeploymentStatus": {

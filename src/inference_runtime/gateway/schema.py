@@ -7,6 +7,7 @@ refuses it; a known field this runtime cannot honour is refused by name (never d
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import msgspec
@@ -19,6 +20,7 @@ from inference_runtime.remote.config import RemoteConfig
 from inference_runtime.types import Deployment, SamplingParams
 
 T = TypeVar("T")
+_encode = msgspec.json.Encoder().encode
 MAX_STOP = 4
 MAX_N = 128
 MAX_PROMPTS = 2048
@@ -33,6 +35,8 @@ MAX_LOGPROBS = 5
 """The most ``logprobs`` a completions request may ask for (OpenAI's limit)."""
 MAX_TOP_LOGPROBS = 20
 LOGIT_BIAS_RANGE = (-100.0, 100.0)
+OVER_CAPACITY = "over_replica_capacity"
+"""The code of a 400 for a request no replica of its deployment could ever hold."""
 
 # Known, not honoured, yet harmless: the value that asks for nothing is accepted locally.
 _NO_OPS: dict[str, object] = {"response_format": {"type": "text"}, "tool_choice": "none"}
@@ -143,10 +147,36 @@ _UNKNOWN = re.compile(r"unknown field `([^`]+)`")
 _MISSING = re.compile(r"missing required field `([^`]+)`")
 
 
+_INT_GOT_FLOAT = re.compile(r"Expected `int[^`]*`, got `float`")
+
+
+def decode_typed(body: bytes, decoder: Callable[[bytes], T]) -> T:
+    """``decoder(body)``, depth-bounded, where a whole number written with a fraction (``2.0``)
+    is the integer it is: JSON has one number type, and JSON Schema's ``integer`` (the
+    OpenAPI document's) takes ``2.0``. Only a body the strict decode refused pays for this."""
+    try:
+        return json_body.decode(body, decoder)
+    except msgspec.ValidationError as error:
+        if not _INT_GOT_FLOAT.search(str(error)):
+            raise
+    return decoder(_encode(whole_numbers(json_body.decode(body))))
+
+
+def whole_numbers(value: Any) -> Any:
+    """``value`` with every integral float an int (depth already bounded by ``json_body``)."""
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value
+    if isinstance(value, dict):
+        return {key: whole_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [whole_numbers(item) for item in value]
+    return value
+
+
 def decode(body: bytes, cls: type[T]) -> T:
     """Parse and type-check a body; errors become a 400 naming the parameter."""
     try:
-        result: T = json_body.decode(body, _decoders[cls].decode)
+        result: T = decode_typed(body, _decoders[cls].decode)
     except msgspec.ValidationError as error:
         text = str(error)
         unknown = _UNKNOWN.search(text)
@@ -236,7 +266,9 @@ def validate_chat(
     both = req.max_tokens is not None and req.max_completion_tokens is not None
     if both and req.max_tokens != req.max_completion_tokens:
         raise RequestError(
-            "max_tokens and max_completion_tokens disagree; set one", param="max_tokens"
+            "max_tokens and max_completion_tokens disagree; set one",
+            param="max_tokens",
+            code="conflicting_parameters",
         )
     _range("max_completion_tokens", req.max_completion_tokens, 1, MAX_COUNT)
     if req.top_logprobs is not None:
@@ -271,6 +303,7 @@ def check_admissible(deployment: Deployment, *, n: int, prompts: int) -> None:
             f"{param}: {prompts} prompt(s) x n={n} is {n * prompts} sequences; a replica of "
             f"{deployment.name!r} holds at most {bound} ({what})",
             param=param,
+            code=OVER_CAPACITY,
         )
     if prompts <= 1 + serving.queue_capacity:  # max_concurrent is at least 1
         return
@@ -281,6 +314,7 @@ def check_admissible(deployment: Deployment, *, n: int, prompts: int) -> None:
             f"{deployment.name!r} holds at most {bound} (runtime_config.max_concurrent + "
             "serving.queue_capacity)",
             param="prompt",
+            code=OVER_CAPACITY,
         )
 
 

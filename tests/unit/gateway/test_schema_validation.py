@@ -163,3 +163,31 @@ def test_the_harmless_no_ops_are_accepted_locally() -> None:
     with pytest.raises(UnsupportedParameter) as caught:
         _chat(_local(), tool_choice="auto")
     assert caught.value.param == "tool_choice"
+
+
+def test_a_whole_number_written_with_a_fraction_is_that_integer() -> None:
+    """JSON has one number type and the OpenAPI document's ``integer`` takes ``2.0``."""
+    body = msgspec.json.encode(
+        {"model": "fake", "messages": USER, "n": 2.0, "seed": 7.0, "max_tokens": 5.0}
+    )
+    req = schema.decode(body, schema.ChatCompletionRequest)
+    assert (req.n, req.seed, req.max_tokens) == (2, 7, 5)
+    assert type(req.n) is int
+    with pytest.raises(RequestError) as caught:
+        schema.decode(msgspec.json.encode({"model": "fake", "messages": USER, "n": 2.5}),
+                      schema.ChatCompletionRequest)  # fmt: skip
+    assert caught.value.param == "n"
+
+
+def test_embedding_token_ids_and_dimensions_are_bounded() -> None:
+    from inference_runtime.gateway.embeddings import decode_request, inputs_of
+
+    assert inputs_of(decode_request(b'{"model": "e", "input": [1, 2.0, 3]}')) == ((1, 2, 3),)
+    for body in (b'{"model": "e", "input": [1, 2147483648]}',
+                 b'{"model": "e", "input": [[1], [1180591620717411303424]]}'):  # fmt: skip
+        with pytest.raises(RequestError) as caught:
+            inputs_of(decode_request(body))
+        assert caught.value.param == "input"
+    with pytest.raises(RequestError) as caught:
+        decode_request(b'{"model": "e", "input": "x", "dimensions": 1180591620717411303424}')
+    assert caught.value.param == "dimensions"
