@@ -8,7 +8,13 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from inference_runtime.engine.admission import build_sequences
+from inference_runtime.actors import Deferred
+from inference_runtime.engine.admission import (
+    Encoded,
+    build_sequences,
+    encode_off_loop,
+    encodes_off_loop,
+)
 from inference_runtime.engine.replica import EngineStatistics, GetEngineStats, ReplicaActor
 from inference_runtime.engine.scheduler import Scheduler
 from inference_runtime.engine.sequence import Sequence, SequenceStatus
@@ -56,6 +62,8 @@ class EngineCoreActor(ReplicaActor):
             retry_after=serving.retry_after_s,
         )
         self.requests: dict[str, list[Sequence]] = {}
+        self.encoding: dict[str, bool] = {}
+        """Requests whose prompt is being encoded off the loop -> aborted meanwhile."""
         self.stepping = False
         self.step: list[Sequence] = []
         """The sequences of the step in flight (while ``stepping``)."""
@@ -72,11 +80,31 @@ class EngineCoreActor(ReplicaActor):
                 return self.replica_message(message)
         return None
 
-    def _admit(self, message: AddRequest) -> Admitted:
+    def _admit(self, message: AddRequest) -> Admitted | Deferred:
         if self.state in (ReplicaState.FAILED, ReplicaState.DRAINING):
             raise ReplicaFailed(f"replica {self.replica_id} is {self.state.value}")
+        if encodes_off_loop(message.requests[0]):
+            return Deferred(self._admit_encoded(message))
+        return self._queue(message, None)
+
+    async def _admit_encoded(self, message: AddRequest) -> Admitted:
+        """A big prompt: encoded in a thread while the actor takes its next messages; an
+        abort meanwhile is remembered, and the request is then not queued."""
+        request_id = message.requests[0].request_id
+        self.encoding[request_id] = False
+        try:
+            encoded = await encode_off_loop(self.runner_obj, message.requests)
+        finally:
+            aborted = self.encoding.pop(request_id)
+        if aborted or self.state in (ReplicaState.FAILED, ReplicaState.DRAINING):
+            raise ReplicaFailed(f"replica {self.replica_id}: {request_id} was not admitted")
+        return self._queue(message, encoded)
+
+    def _queue(self, message: AddRequest, encoded: Encoded | None) -> Admitted:
         loop = asyncio.get_running_loop()
-        seqs = build_sequences(self.runner_obj, message.requests, message.sink, arrival=loop.time())
+        seqs = build_sequences(
+            self.runner_obj, message.requests, message.sink, arrival=loop.time(), encoded=encoded
+        )
         if message.isolate:
             for seq in seqs:
                 seq.isolated = True
@@ -87,6 +115,8 @@ class EngineCoreActor(ReplicaActor):
         return Admitted(self.replica_id, seqs[0].num_prompt_tokens)
 
     def _abort(self, request_id: str) -> None:
+        if request_id in self.encoding:
+            self.encoding[request_id] = True
         for seq in self.requests.pop(request_id, ()):
             self.scheduler.abort(seq.seq_id)
         self._release_now()
