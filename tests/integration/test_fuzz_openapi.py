@@ -141,13 +141,16 @@ def _narrowed(document: dict[str, Any], *, positive: bool) -> dict[str, Any]:
     spec["gpus"] = {"type": "integer", "enum": [0]}
     spec["gpu_memory_gib"] = {"type": "null"}
     spec["fallbacks"] = {"type": "array", "maxItems": 0}
-    spec["name"] = {"type": "string", "enum": ["fuzz-a", "fuzz-b"]}
-    for path in doc["paths"].values():
+    # one name in the body and the path alike (a PUT whose two names differ is a 400 that no
+    # schema can state); never the deployments the other operations call: a fuzzed spec (no
+    # replicas, queueing for minutes) would only make those requests wait
+    spec["name"] = {"type": "string", "enum": ["fuzz-a"]}
+    for route, path in doc["paths"].items():
+        # the remote deployment has a session to rebuild; a local one has none (a 400)
+        names = ["gpt"] if route.endswith("/rebuild-session") else ["fuzz-a"]
         for parameter in path.get("parameters", ()):
             if parameter["name"] == "name":
-                # never the deployments the other operations call: a fuzzed spec (no replicas,
-                # queueing for minutes) would only make those requests wait
-                parameter["schema"] = {"type": "string", "enum": ["fuzz-a", "fuzz-b"]}
+                parameter["schema"] = {"type": "string", "enum": names}
     return doc
 
 
