@@ -390,3 +390,17 @@ async def test_rebuild_session_rotates_the_key_without_dropping_requests(
             status, body = await call(runtime, "GET", "/admin/deployments/gpt")
             events = [e["event"] for e in body["replica_list"][0]["history"]]
             assert "session_rebuilt" in events and "sk-new" not in str(body)
+            # a key source that breaks is the rebuild's 409, not the manager's crash: the
+            # session keeps its key and every deployment keeps serving
+            for broken in ("sk-newer\nsecond line\n", None):
+                if broken is None:
+                    key_file.unlink()
+                else:
+                    key_file.write_text(broken)
+                status, body = await call(runtime, "POST", "/admin/deployments/gpt/rebuild-session")
+                assert status == 409, body
+                assert "keeps its current key" in body["error"]["message"]
+                assert "sk-newer" not in str(body)
+            reply = await api.chat.completions.create(model="gpt", messages=USER)
+            assert reply.choices[0].message.content
+            assert upstream.requests[-1].headers["Authorization"] == "Bearer sk-new"

@@ -35,6 +35,7 @@ from inference_runtime.engine.sink import SequenceSink
 from inference_runtime.errors import (
     AuthenticationFailed,
     Backpressure,
+    Conflict,
     InferenceRuntimeError,
     ReplicaFailed,
     RequestError,
@@ -91,10 +92,24 @@ class RemoteEngineCoreActor(ReplicaActor):
             case Embed():
                 return self._admit_embed(message)
             case RefreshKey():
-                return self.runner is not None and self.runner.refresh_key()
+                return self._refresh_key()
             case _:
                 return self.replica_message(message)
         return None
+
+    def _refresh_key(self) -> bool:
+        if self.runner is None:
+            return False
+        try:
+            return self.runner.refresh_key()
+        except ValueError as error:
+            # the key's source is unreadable now (a file gone, a second line): the answer says
+            # why and the session keeps the key it has, instead of this actor (and its asker,
+            # the deployment manager) failing
+            raise Conflict(
+                f"{self.replica_id}: cannot read the new key ({error}); "
+                "the session keeps its current key"
+            ) from None
 
     def _admit(self, group: tuple[EngineRequest, ...], sink: SequenceSink) -> Admitted:
         self._check_capacity()
