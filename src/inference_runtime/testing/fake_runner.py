@@ -86,6 +86,10 @@ WORDS = [
 EOS_ID = 0
 
 
+MAX_LATENCY_MS = 3_600_000.0
+"""An hour: the most any simulated latency may be."""
+
+
 class FakeSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A ``fake`` deployment's ``runtime_config`` (see the module docstring); a key not here is
     refused when the deployment is checked, not when a replica starts."""
@@ -111,8 +115,10 @@ class FakeSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
     def __post_init__(self) -> None:
         for name in ("token_latency_ms", "prefill_latency_ms", "load_latency_ms"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"runtime_config.{name}: must be >= 0")
+            value = getattr(self, name)
+            # a latency of 1e308 ms would make every request wait forever
+            if not 0 <= value <= MAX_LATENCY_MS:
+                raise ValueError(f"runtime_config.{name}: must be 0 to {MAX_LATENCY_MS:g} ms")
         if self.max_context < 1 or self.output_tokens < 1:
             raise ValueError("runtime_config: max_context and output_tokens must be >= 1")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Literal
 
@@ -18,8 +19,30 @@ ROUTING_POLICIES = ("least_loaded", "power_of_two", "round_robin", "session_affi
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
 
 
+MAX_GPU_MEMORY_GIB = 1 << 20
+"""A PiB: more than any device has; placement does integer arithmetic on it."""
+
+
 def _rule(field: str, rule: str) -> ValueError:
     return ValueError(f"{field}: {rule}")
+
+
+def _first_infinite(value: Any, path: str = "") -> str | None:
+    """The path of the first infinite or NaN number in a spec (JSON's 1e400 decodes to inf)."""
+    if isinstance(value, float):
+        return path if not math.isfinite(value) else None
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list | tuple):
+        items = ((f"[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for key, item in items:
+        sub = f"{path}{key}" if str(key).startswith("[") else f"{path}.{key}" if path else key
+        found = _first_infinite(item, sub)
+        if found is not None:
+            return found
+    return None
 
 
 class ServingConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -134,8 +157,13 @@ class Deployment(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
             raise _rule("replicas", "must be >= 0")
         if self.gpus < 0:
             raise _rule("gpus", "must be >= 0")
-        if self.gpu_memory_gib is not None and self.gpu_memory_gib <= 0:
-            raise _rule("gpu_memory_gib", "must be > 0 (or unset: whole GPUs)")
+        if self.gpu_memory_gib is not None and not 0 < self.gpu_memory_gib <= MAX_GPU_MEMORY_GIB:
+            raise _rule(
+                "gpu_memory_gib", f"must be > 0 and <= {MAX_GPU_MEMORY_GIB} (or unset: whole GPUs)"
+            )
+        infinite = _first_infinite(self.to_dict())
+        if infinite is not None:
+            raise _rule(infinite, "must be a finite number")
         if self.gpus and self.runtime in ("openai", "anthropic"):
             raise _rule("gpus", f"a remote runtime ({self.runtime}) uses no GPU; set gpus: 0")
         if self.routing not in ROUTING_POLICIES:
