@@ -184,6 +184,24 @@ async def test_a_head_sent_byte_by_byte_is_closed_at_the_header_timeout() -> Non
         assert answer == b"" or answer.startswith(b"HTTP/1.1 408"), answer
 
 
+async def test_a_connection_that_sends_nothing_is_closed_at_the_header_timeout() -> None:
+    async with serve(header_timeout_s=0.5) as runtime:
+        connections = [
+            await asyncio.open_connection("127.0.0.1", port_of(runtime)) for _ in range(5)
+        ]
+        try:
+            for reader, _ in connections:  # closed by the server, quietly (no 408 to nobody)
+                assert await asyncio.wait_for(reader.read(), 30) == b""
+            # a connection that does send its request is served as ever
+            reader, writer = await asyncio.open_connection("127.0.0.1", port_of(runtime))
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert (await asyncio.wait_for(reader.readline(), 30)).startswith(b"HTTP/1.1 200")
+            writer.close()
+        finally:
+            for _, writer in connections:
+                writer.close()
+
+
 async def test_a_stalled_body_is_dropped_and_does_not_hold_the_drain(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -42,6 +42,13 @@ class EdgeProtocol(RequestHandler):
         self._head_deadline: asyncio.TimerHandle | None = None
         self._body_deadline: asyncio.TimerHandle | None = None
         self._body: StreamReader | None = None
+        self._partial_head = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        # a connection that never sends a byte must not be held open either (it costs a file
+        # descriptor): its first request's head is due within the same time
+        self._head_deadline = self._loop.call_later(self._header_timeout_s, self._head_late)
 
     def data_received(self, data: bytes) -> None:
         waiting = self._waiter is not None  # the loop waits for a request's head
@@ -49,11 +56,14 @@ class EdgeProtocol(RequestHandler):
         super().data_received(data)
         if len(self._messages) > queued:  # a whole head (or more) was parsed
             self._cancel_head()
+            self._partial_head = False
             self._watch_body(self._messages[-1][1])
-        elif waiting and data and self._head_deadline is None and self.transport is not None:
-            # part of a head: the rest must come in time (a whole one, the usual case, costs
-            # no timer)
-            self._head_deadline = self._loop.call_later(self._header_timeout_s, self._head_late)
+        elif waiting and data and self.transport is not None:
+            self._partial_head = True
+            if self._head_deadline is None:
+                # part of a head: the rest must come in time (a whole one, the usual case,
+                # costs no timer)
+                self._head_deadline = self._loop.call_later(self._header_timeout_s, self._head_late)
         if self._body is not None and self._body.exception() is not None:
             # the body cannot be parsed (bad gzip, bad chunks): after the handler's 400 there is
             # nothing to linger for, and aiohttp's lingering read would log the error as a crash
@@ -72,8 +82,12 @@ class EdgeProtocol(RequestHandler):
 
     def _head_late(self) -> None:
         self._head_deadline = None
-        if self._waiter is None or self._waiter.done() or self.transport is None:
+        if self.transport is None or self._messages or self._current_request is not None:
             return  # the head came whole just in time
+        if not self._partial_head:  # not a byte: nobody to tell why
+            log.debug("closing a connection that sent nothing for %s s", self._header_timeout_s)
+            self.force_close()
+            return
         log.debug("closing a connection whose request head took over %s s", self._header_timeout_s)
         self._answer_timeout(f"the request's headers took over {self._header_timeout_s} s")
 
