@@ -121,6 +121,15 @@ async def test_an_unsendable_header_is_refused_with_its_name() -> None:
             RemoteConfig(base_url="http://127.0.0.1:1/v1", headers={"OpenAI-Organization": value})
 
 
+@pytest.mark.parametrize("name", ["Content-Length", "transfer-encoding", "Host", "Connection"])
+async def test_a_header_that_frames_the_request_cannot_be_configured(name: str) -> None:
+    from inference_runtime.remote.config import RemoteConfig
+
+    with pytest.raises(ValueError, match=rf"runtime_config\.headers\.{name}: the HTTP client"):
+        RemoteConfig(base_url="http://127.0.0.1:1/v1", headers={name: "0"})
+    RemoteConfig(base_url="http://127.0.0.1:1/v1", headers={"OpenAI-Organization": "org-1"})
+
+
 async def test_a_request_that_cannot_be_sent_gets_a_prompt_502(
     upstream: MockUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:

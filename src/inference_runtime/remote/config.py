@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from inference_runtime.remote.proxy import parse_proxy
-from inference_runtime.remote.sendable import check_sendable
+from inference_runtime.remote.sendable import check_configurable_header
 from inference_runtime.remote.settings import (
     CircuitBreakerConfig,
     RateLimits,
@@ -75,8 +75,7 @@ class RemoteConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         if not (isinstance(keepalive, int | float) and math.isfinite(keepalive) and keepalive > 0):
             raise ValueError("runtime_config.keepalive_idle_s: must be a finite number > 0")
         for name, value in self.headers.items():
-            check_sendable("runtime_config.headers:", name, name=True)
-            check_sendable(f"runtime_config.headers.{name}", value)
+            check_configurable_header("runtime_config.headers", name, value)
 
     @classmethod
     def of(cls, deployment: Deployment) -> RemoteConfig:

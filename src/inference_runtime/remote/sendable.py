@@ -14,6 +14,37 @@ _NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]|[^\x00-\xff]")
 
 
+FRAMING_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+    }
+)
+"""Headers the HTTP client writes itself: one given in ``runtime_config.headers`` would be sent
+twice (two Content-Lengths, or Content-Length beside Transfer-Encoding: a request that a
+lenient server or a shared proxy may split in two)."""
+
+
+def check_configurable_header(field: str, name: str, value: str) -> None:
+    """Raise ``ValueError`` naming ``field`` for a configured header that cannot be sent or
+    that frames the request (``FRAMING_HEADERS``)."""
+    check_sendable(f"{field}:", name, name=True)
+    if name.lower() in FRAMING_HEADERS:
+        raise ValueError(
+            f"{field}.{name}: the HTTP client sets this header itself; it cannot be configured"
+        )
+    check_sendable(f"{field}.{name}", value)
+
+
 def check_sendable(field: str, value: str, *, name: bool = False) -> None:
     """Raise ``ValueError`` naming ``field`` when ``value`` cannot be sent as a header
     (``name``: as a header's name)."""
