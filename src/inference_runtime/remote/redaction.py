@@ -5,7 +5,9 @@ shape (``tok_...``) and one echoed in ``param`` or ``code``; a redactor knows th
 instead, and removes each of them and any part of one longer than ``WINDOW - 1`` characters
 (an upstream that echoes half a key still leaks half a key). Every 9-character window of each
 secret goes into a set; a string is scanned once, a set lookup per position, and every hit is
-replaced. Error strings are short and this runs only on them, never per token.
+replaced. Case does not hide a secret (an upstream that upper-cases what it echoes): windows
+are kept and looked up in lower case. Error strings are short and this runs only on them, never
+per token.
 """
 
 from __future__ import annotations
@@ -22,6 +24,15 @@ one-letter test key would otherwise eat every such letter of every message)."""
 MASK = "[redacted]"
 
 
+def _lower(text: str) -> str:
+    """``text`` in lower case, position for position (a character whose lower case is longer,
+    as some outside ASCII are, is kept as it is)."""
+    lowered = text.lower()
+    if len(lowered) == len(text):
+        return lowered
+    return "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+
+
 class Redactor:
     __slots__ = ("_exact", "_windows")
 
@@ -35,6 +46,7 @@ class Redactor:
         windows = set(self._windows)
         exact = list(self._exact)
         for secret in secrets:
+            secret = secret.lower()
             if len(secret) >= WINDOW:
                 windows.update(secret[i : i + WINDOW] for i in range(len(secret) - WINDOW + 1))
             elif len(secret) >= MIN_EXACT and secret not in exact:
@@ -50,8 +62,11 @@ class Redactor:
         if windows and len(text) >= WINDOW:
             text = self._mask_windows(text, windows)
         for secret in self._exact:
-            if secret in text:
-                text = text.replace(secret, MASK)
+            lowered = _lower(text)
+            at = lowered.find(secret)
+            while at >= 0:
+                text = text[:at] + MASK + text[at + len(secret) :]
+                at = _lower(text).find(secret, at + len(MASK))
         return text
 
     def optional(self, text: str | None) -> str | None:
@@ -60,8 +75,9 @@ class Redactor:
     @staticmethod
     def _mask_windows(text: str, windows: frozenset[str]) -> str:
         spans: list[list[int]] = []
+        lowered = _lower(text)
         for start in range(len(text) - WINDOW + 1):
-            if text[start : start + WINDOW] in windows:
+            if lowered[start : start + WINDOW] in windows:
                 end = start + WINDOW
                 if spans and start <= spans[-1][1]:
                     spans[-1][1] = end  # overlapping windows: one longer part of a secret

@@ -49,3 +49,13 @@ def test_scrub_redacts_message_param_and_code_and_drops_the_cause() -> None:
     assert scrubbed is error
     assert _leaks(str(error)) == [] and error.param == "[redacted]"
     assert error.code == "invalid:[redacted]" and error.__cause__ is None
+
+
+def test_case_does_not_hide_a_key_or_a_part_of_one() -> None:
+    redact = Redactor([KEY, "abc12"])
+    for text in (f"echo: {KEY.upper()}", f"part: {KEY[4:18].lower()}", "short ABC12 key"):
+        out = redact(text)
+        assert "[redacted]" in out, out
+        assert not [p for p in (KEY.upper()[4:13], KEY.lower()[4:13], "ABC12") if p in out]
+    # a character whose lower case is longer leaves positions where they were
+    assert redact(f"\u0130 {KEY.upper()} \u0130") == "\u0130 [redacted] \u0130"
