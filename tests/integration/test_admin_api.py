@@ -404,3 +404,21 @@ async def test_rebuild_session_rotates_the_key_without_dropping_requests(
             reply = await api.chat.completions.create(model="gpt", messages=USER)
             assert reply.choices[0].message.content
             assert upstream.requests[-1].headers["Authorization"] == "Bearer sk-new"
+
+
+async def test_whole_numbers_written_with_a_fraction_are_integers() -> None:
+    # JSON has one number type; the OpenAPI document's `integer` takes 1.0
+    async with serve() as runtime:
+        spec = {"name": "w", "runtime": "fake", "replicas": 1.0, "serving": {"max_tokens": 8.0}}
+        status, body = await call(runtime, "POST", "/admin/deployments", spec)
+        assert status == 201, body
+        assert body["spec"]["replicas"] == 1 and body["spec"]["serving"]["max_tokens"] == 8
+        status, body = await call(runtime, "POST", "/admin/deployments/w/scale", {"replicas": 2.0})
+        assert status == 200 and body["spec"]["replicas"] == 2, body
+        for bad in ({"replicas": 1.5}, {"replicas": -1.0}):
+            status, body = await call(runtime, "POST", "/admin/deployments/w/scale", bad)
+            assert status == 400 and body["error"]["param"] == "replicas", body
+        status, body = await call(
+            runtime, "POST", "/admin/deployments", {**spec, "name": "x", "replicas": 1.5}
+        )
+        assert status == 400 and "replicas" in body["error"]["message"], body

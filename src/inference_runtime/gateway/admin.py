@@ -24,6 +24,7 @@ from inference_runtime.cluster import (
 )
 from inference_runtime.errors import NotFound, RequestError
 from inference_runtime.gateway import json_body
+from inference_runtime.gateway.schema import INT_GOT_FLOAT, whole_numbers
 from inference_runtime.types import Deployment
 
 MASK = "***"
@@ -124,6 +125,12 @@ def _deployment(data: Any, *, name: str | None = None) -> Deployment:
     try:
         return Deployment.from_dict(data)
     except ValueError as error:
+        if not INT_GOT_FLOAT.search(str(error)):
+            raise RequestError(str(error)) from None
+    # JSON has one number type and the OpenAPI document's ``integer`` takes ``2.0``
+    try:
+        return Deployment.from_dict(whole_numbers(data))
+    except ValueError as error:
         raise RequestError(str(error)) from None
 
 
@@ -183,7 +190,7 @@ class AdminRoutes:
     async def scale(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         data = await _json_body(request)
-        replicas = data.get("replicas") if isinstance(data, dict) else None
+        replicas = whole_numbers(data.get("replicas")) if isinstance(data, dict) else None
         if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
             raise RequestError(
                 'replicas: send {"replicas": N} with N a whole number >= 0', param="replicas"

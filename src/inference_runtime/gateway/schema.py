@@ -147,7 +147,8 @@ _UNKNOWN = re.compile(r"unknown field `([^`]+)`")
 _MISSING = re.compile(r"missing required field `([^`]+)`")
 
 
-_INT_GOT_FLOAT = re.compile(r"Expected `int[^`]*`, got `float`")
+INT_GOT_FLOAT = re.compile(r"Expected `int[^`]*`, got `float`")
+"""msgspec's words for a whole number written with a fraction where an integer is due."""
 
 
 def decode_typed(body: bytes, decoder: Callable[[bytes], T]) -> T:
@@ -157,7 +158,7 @@ def decode_typed(body: bytes, decoder: Callable[[bytes], T]) -> T:
     try:
         return json_body.decode(body, decoder)
     except msgspec.ValidationError as error:
-        if not _INT_GOT_FLOAT.search(str(error)):
+        if not INT_GOT_FLOAT.search(str(error)):
             raise
     return decoder(_encode(whole_numbers(json_body.decode(body))))
 
