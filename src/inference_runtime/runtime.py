@@ -83,10 +83,14 @@ def check_address_free(host: str, port: int) -> None:
             try:
                 probe.bind(address)
             except OSError as error:
-                if error.errno != errno.EADDRINUSE:
-                    return  # not ours to judge here: the gateway's bind reports it
                 shown = f"[{host}]" if ":" in host else host
-                raise OSError(errno.EADDRINUSE, f"{shown}:{port} is already in use") from None
+                if error.errno == errno.EADDRINUSE:
+                    raise OSError(errno.EADDRINUSE, f"{shown}:{port} is already in use") from None
+                # not an address of this machine, or not ours (a privileged port): the gateway
+                # would fail the same way, after the models loaded
+                raise OSError(
+                    error.errno, f"cannot listen on {shown}:{port}: {error.strerror}"
+                ) from None
 
 
 def state_path(config: RuntimeConfig) -> str:

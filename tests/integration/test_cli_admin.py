@@ -198,6 +198,21 @@ def test_first_run_traps_are_refused_at_once_with_one_clear_line(tmp_path: Path)
             second.stderr.strip() == f"inference-runtime serve: 127.0.0.1:{port} is already in use"
         )
         assert not (tmp_path / "other.db").exists()
+        # an address that is not this machine's: the same, naming it (no traceback)
+        elsewhere = _serve(
+            server,
+            {
+                "gateway": {"host": "203.0.113.7", "port": port},
+                "auth": {"allow_unauthenticated": True},
+                "storage": storage,
+            },
+            tmp_path / "elsewhere.yaml",
+        )
+        assert elsewhere.returncode == 1
+        assert elsewhere.stderr.strip().startswith(
+            f"inference-runtime serve: cannot listen on 203.0.113.7:{port}: "
+        ), elsewhere.stderr
+        assert not (tmp_path / "other.db").exists()
         # deploy: a typo in runtime_config, a model that does not exist -> exit 1 naming them
         for spec, named in ((typo, "token_latncy_ms"), (missing, "no-model")):
             path = tmp_path / f"{spec['name']}.yaml"

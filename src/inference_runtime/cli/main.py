@@ -127,10 +127,9 @@ def _serve(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         else:
-            print(
-                f"inference-runtime serve: cannot listen on {host}:{overrides['port']}: {error}",
-                file=sys.stderr,
-            )
+            # the address check's own words, else the error with the file it names
+            words = error.strerror if error.strerror and error.filename is None else error
+            print(f"inference-runtime serve: {words}", file=sys.stderr)
         return 1
     except ValueError as error:  # a config the runtime refuses (auth, storage, deployments)
         print(f"inference-runtime serve: {error}", file=sys.stderr)
