@@ -153,6 +153,54 @@ async def test_allowed_hosts_and_origins_widen_and_narrow() -> None:
         assert status == 403
 
 
+async def test_an_accepted_origin_gets_what_a_browser_needs_and_a_foreign_one_nothing() -> None:
+    allowed = {"allowed_origins": ["https://app.example"]}
+    async with serve(fake(), **allowed) as runtime:
+        await wait_healthy(runtime, "fake", 1)
+        preflight = {
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type, x-bad header",
+        }
+        for origin in ("https://app.example", "http://localhost:3000"):
+            status, _, headers = await request(
+                runtime, "OPTIONS", "/v1/chat/completions", {"Origin": origin, **preflight}
+            )
+            assert status == 204
+            assert headers["Access-Control-Allow-Origin"] == origin
+            assert "POST" in headers["Access-Control-Allow-Methods"]
+            assert headers["Access-Control-Allow-Headers"] == "authorization, content-type"
+            for stream in (False, True):
+                body = msgspec.json.encode({**msgspec.json.decode(CHAT), "stream": stream})
+                async with (
+                    aiohttp.ClientSession() as http,
+                    http.post(
+                        base_url(runtime) + "/v1/chat/completions",
+                        data=body,
+                        headers={"Origin": origin, "Content-Type": "application/json"},
+                    ) as response,
+                ):
+                    status, headers = response.status, dict(response.headers)
+                    await response.read()
+                assert status == 200
+                assert headers["Access-Control-Allow-Origin"] == origin
+                assert "X-Replica-Id" in headers["Access-Control-Expose-Headers"]
+        # a foreign origin: refused, and nothing in the answer lets its page read it
+        status, _, headers = await request(
+            runtime,
+            "OPTIONS",
+            "/v1/chat/completions",
+            {"Origin": "https://evil.example", **preflight},
+        )
+        assert status == 403 and "Access-Control-Allow-Origin" not in headers
+        status, _, headers = await post(
+            runtime, "/v1/chat/completions", CHAT, {"Origin": "https://evil.example"}
+        )
+        assert status == 403 and "Access-Control-Allow-Origin" not in headers
+        # no Origin (the openai client, curl): no CORS headers at all
+        status, _, headers = await post(runtime, "/v1/chat/completions", CHAT)
+        assert status == 200 and "Access-Control-Allow-Origin" not in headers
+
+
 # -- point 6: header and body read deadlines -----------------------------------------------
 
 

@@ -43,9 +43,9 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     allowed_origins: tuple[str, ...] = ()
     """Browser origins (``https://app.example``) whose requests are accepted. A request with no
     ``Origin`` (every non-browser client) or from the server's own origin always is, and on a
-    loopback address so is any loopback origin; others get 403. The gateway sends no CORS
-    headers: a listed origin's page may send requests, but its browser shows it an answer only
-    where a proxy in front adds them."""
+    loopback address so is any loopback origin; others get 403. An accepted origin's CORS
+    preflight is answered and every answer to it carries ``Access-Control-Allow-Origin``, so a
+    page there can use the API (its key in ``Authorization``)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

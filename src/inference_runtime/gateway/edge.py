@@ -6,11 +6,17 @@ These close the browser's ways in: a cross-site page may send a "simple" request
 under its own host name. Both are refused here, for ``/v1`` and ``/admin`` alike. Every request
 pays for these checks, so each is a lookup in a small per-value cache of verdicts; the parsing
 runs once per distinct header value.
+
+An origin that is accepted (a loopback page on a loopback server, or one in
+``gateway.allowed_origins``) gets what a browser needs to use the API from it: its CORS
+preflight answered, and ``Access-Control-Allow-Origin`` on every answer. No credentials mode:
+the API key travels in ``Authorization``, which a page sets itself.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -21,6 +27,14 @@ from inference_runtime.errors import PermissionDenied, UnsupportedMediaType
 from inference_runtime.gateway.auth import is_loopback
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_CORS_METHODS = "GET, POST, PUT, PATCH, DELETE"
+_CORS_EXPOSED = (
+    "X-Replica-Id, Retry-After, x-ratelimit-limit-requests, x-ratelimit-remaining-requests, "
+    "x-ratelimit-reset-requests, x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, "
+    "x-ratelimit-reset-tokens"
+)
+_PREFLIGHT_MAX_AGE_S = "600"
 _CACHE_LIMIT = 1024
 """Distinct header values remembered per check; past it the cache starts over (a client that
 varies its headers only costs itself the parsing)."""
@@ -93,6 +107,36 @@ class EdgePolicy:
                     f"Content-Type {content_type or '(none)'!r} is not accepted: send the body "
                     "as application/json"
                 )
+
+    def preflight(self, request: web.Request) -> web.Response | None:
+        """The answer to an accepted origin's CORS preflight (``check`` has refused a foreign
+        one); None when the request is not a preflight."""
+        headers = request.headers
+        origin = headers.get("Origin")
+        if origin is None or "Access-Control-Request-Method" not in headers:
+            return None
+        asked = headers.get("Access-Control-Request-Headers", "")
+        names = [n.strip() for n in asked.split(",") if _HEADER_NAME.fullmatch(n.strip())]
+        return web.Response(
+            status=204,
+            headers={
+                "Access-Control-Allow-Origin": origin,
+                "Access-Control-Allow-Methods": _CORS_METHODS,
+                "Access-Control-Allow-Headers": ", ".join(names),
+                "Access-Control-Max-Age": _PREFLIGHT_MAX_AGE_S,
+                "Vary": "Origin",
+            },
+        )
+
+    async def allow_origin(self, request: web.Request, response: web.StreamResponse) -> None:
+        """(aiohttp's ``on_response_prepare``) An accepted origin may read the answer."""
+        origin = request.headers.get("Origin")
+        if origin is None or "Access-Control-Allow-Origin" in response.headers:
+            return
+        if self._accepts_origin(origin, request.headers.get("Host", "")):
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Expose-Headers"] = _CORS_EXPOSED
+            response.headers["Vary"] = "Origin"
 
     def _accepts_host(self, host: str) -> bool:
         name = _host_name(host)

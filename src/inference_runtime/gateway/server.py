@@ -106,6 +106,10 @@ def _guard(edge: EdgePolicy, authenticator: Authenticator) -> Any:
     async def guard(request: web.Request, handler: Callable[..., Awaitable[Any]]) -> Any:
         try:
             edge.check(request)
+            if request.method == "OPTIONS":  # a browser asks before it sends: no key yet
+                preflight = edge.preflight(request)
+                if preflight is not None:
+                    return preflight
             authenticator.check(request)
             return await handler(request)
         except InferenceRuntimeError as error:
@@ -174,6 +178,7 @@ class GatewayServer:
             client_max_size=self.config.max_body_bytes,
             middlewares=[_guard(self.edge, self.authenticator)],
         )
+        app.on_response_prepare.append(self.edge.allow_origin)
         self.admin.add_to(app)
         app.router.add_post("/v1/chat/completions", self.chat_completions)
         app.router.add_post("/v1/completions", self.completions)
