@@ -343,6 +343,12 @@ async def test_a_bad_gzip_body_is_a_400_and_a_good_one_is_read(
             runtime, "/v1/chat/completions", gzip.compress(CHAT), {"Content-Encoding": "gzip"}
         )
         assert status == 200, body
+        # an encoding the server cannot undo is refused, not read as if it were JSON
+        for encoding in ("br", "zstd", "foo"):
+            status, body, _ = await post(
+                runtime, "/v1/chat/completions", CHAT, {"Content-Encoding": encoding}
+            )
+            assert status == 415 and body["error"]["code"] == "unsupported_media_type", body
     assert errors_logged(caplog) == []
 
 

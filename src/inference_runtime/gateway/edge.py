@@ -27,6 +27,7 @@ from inference_runtime.errors import PermissionDenied, UnsupportedMediaType
 from inference_runtime.gateway.auth import is_loopback
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_BODY_ENCODINGS = frozenset({"gzip", "x-gzip", "deflate", "identity"})
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _CORS_METHODS = "GET, POST, PUT, PATCH, DELETE"
 _CORS_EXPOSED = (
@@ -106,6 +107,13 @@ class EdgePolicy:
                 raise UnsupportedMediaType(
                     f"Content-Type {content_type or '(none)'!r} is not accepted: send the body "
                     "as application/json"
+                )
+            encoding = headers.get("Content-Encoding")
+            if encoding is not None and encoding.strip().lower() not in _BODY_ENCODINGS:
+                # read as it is, an encoding we cannot undo would be taken for the JSON itself
+                raise UnsupportedMediaType(
+                    f"Content-Encoding {encoding!r} is not accepted: send the body as is, or "
+                    "gzip or deflate it"
                 )
 
     def preflight(self, request: web.Request) -> web.Response | None:

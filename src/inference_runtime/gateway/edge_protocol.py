@@ -17,7 +17,7 @@ import logging
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import LineTooLong
+from aiohttp.http_exceptions import ContentEncodingError, LineTooLong
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
@@ -134,13 +134,17 @@ class EdgeProtocol(RequestHandler):
             return super().handle_error(request, status, exc, message)
         if request.writer.output_size > 0:
             raise ConnectionError("the response was under way: no error answer can follow it")
+        code = "bad_request"
         if isinstance(exc, LineTooLong):
             status, text = 431, "the request line or a header is too long"
+        elif isinstance(exc, ContentEncodingError):
+            status, code = 415, "unsupported_media_type"
+            text = "the body's Content-Encoding is not accepted: send it as is, or gzip it"
         else:
             reason = getattr(exc, "message", None) or message or "bad request"
             text = f"the request is not valid HTTP: {reason}"
         log.debug("answered %d to a malformed request from %s: %s", status, request.remote, exc)
-        body = error_body(text, "invalid_request_error", None, "bad_request")
+        body = error_body(text, "invalid_request_error", None, code)
         response = web.Response(status=status, body=body, content_type="application/json")
         response.force_close()
         return response
