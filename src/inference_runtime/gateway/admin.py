@@ -40,6 +40,7 @@ _HEADERS = "headers"
 _URL_CREDENTIALS = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#@]*)@")
 """A URL with credentials in it (``http://user:password@proxy:3128``): they are masked, the
 rest of the URL shows."""
+_QUERY_SECRET = re.compile(r"([?&][^=&#]+)=([^&#]*)")
 _ASK_TIMEOUT_S = 30.0
 
 
@@ -67,9 +68,21 @@ def mask_secrets(value: Any) -> Any:
         }
     if isinstance(value, list | tuple):
         return [mask_secrets(v) for v in value]
-    if isinstance(value, str) and "@" in value:
-        return _URL_CREDENTIALS.sub(lambda m: f"{m[1]}{MASK}@", value, count=1)
+    if isinstance(value, str) and "://" in value:
+        return _mask_url(value)
     return value
+
+
+def _mask_url(url: str) -> str:
+    """A URL with its credentials (``user:password@``) and its secret-named query values
+    (``?api_key=...``) masked."""
+    if "@" in url:
+        url = _URL_CREDENTIALS.sub(lambda m: f"{m[1]}{MASK}@", url, count=1)
+    if "?" in url:
+        url = _QUERY_SECRET.sub(
+            lambda m: f"{m[1]}={MASK}" if _SECRET_NAME.search(m[1].lstrip("?&")) else m[0], url
+        )
+    return url
 
 
 def _mask_all(headers: dict[str, Any]) -> dict[str, Any]:

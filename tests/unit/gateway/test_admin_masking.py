@@ -86,3 +86,10 @@ def test_credentials_in_a_url_are_masked_and_kept_on_put() -> None:
     assert unmask(masked, current) == current
     moved = {"runtime_config": {**masked["runtime_config"], "proxy": "http://other:3128"}}
     assert unmask(moved, current)["runtime_config"]["proxy"] == "http://other:3128"
+
+
+def test_secret_named_query_values_of_a_url_are_masked() -> None:
+    current = {"base_url": "https://api.example.com/v1?api_key=qsecret123456&region=eu&token=t9"}
+    masked = mask_secrets(current)
+    assert masked["base_url"] == f"https://api.example.com/v1?api_key={MASK}&region=eu&token={MASK}"
+    assert unmask(masked, current) == current
