@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 
 from inference_runtime.errors import RequestError, UnsupportedParameter, UpstreamError
-from inference_runtime.remote.config import RemoteConfig
+from inference_runtime.remote.config import RemoteConfig, endpoint_url
 from inference_runtime.remote.sse import SSEEvent, SSEParser
 from inference_runtime.remote.upstream_errors import event_message
 from inference_runtime.types import EngineRequest, Secret, TokenChunk, Usage
@@ -111,7 +111,7 @@ def build_request(
     }
     if key:
         headers["x-api-key"] = key.reveal()
-    return config.base_url.rstrip("/") + "/messages", headers, _encode(body)
+    return endpoint_url(config.base_url, "/messages"), headers, _encode(body)
 
 
 def _from_fields(request: EngineRequest) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -21,6 +22,15 @@ DEFAULT_BASE_URLS = {
     "openai": "https://api.openai.com/v1",
     "anthropic": "https://api.anthropic.com/v1",
 }
+
+
+@functools.cache
+def endpoint_url(base_url: str, path: str) -> str:
+    """``path`` under ``base_url``, before its query: ``https://h/v1?api-version=2`` and
+    ``/chat/completions`` give ``https://h/v1/chat/completions?api-version=2`` (Azure's base
+    URLs carry one)."""
+    root, mark, query = base_url.partition("?")
+    return root.rstrip("/") + path + mark + query
 
 
 class RemoteConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

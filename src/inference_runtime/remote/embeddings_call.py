@@ -14,7 +14,7 @@ import msgspec
 
 from inference_runtime.engine.embedding_core import Embed, EmbeddingResult
 from inference_runtime.errors import UpstreamError
-from inference_runtime.remote.config import RemoteConfig
+from inference_runtime.remote.config import RemoteConfig, endpoint_url
 from inference_runtime.remote.retry import (
     Action,
     Classification,
@@ -45,7 +45,7 @@ async def call_embeddings(
     headers = {"Content-Type": "application/json", **config.headers}
     if session.key:
         headers["Authorization"] = f"Bearer {session.key.reveal()}"
-    url = config.base_url.rstrip("/") + "/embeddings"
+    url = endpoint_url(config.base_url, "/embeddings")
     try:
         async with asyncio.timeout(config.timeouts.first_byte_s + config.timeouts.read_s):
             async with await session.http.post(

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple, cast
 import msgspec
 
 from inference_runtime.errors import UpstreamError
-from inference_runtime.remote.config import RemoteConfig
+from inference_runtime.remote.config import RemoteConfig, endpoint_url
 from inference_runtime.remote.sse import SSEEvent, SSEParser
 from inference_runtime.remote.upstream_errors import event_message
 from inference_runtime.types import EngineRequest, Secret, TokenChunk, Usage, WordRun
@@ -53,7 +53,7 @@ def build_request(
     if key:
         headers["Authorization"] = f"Bearer {key.reveal()}"
     path = "/chat/completions" if chat else "/completions"
-    return config.base_url.rstrip("/") + path, headers, _encode(body)
+    return endpoint_url(config.base_url, path), headers, _encode(body)
 
 
 def _from_fields(request: EngineRequest) -> dict[str, Any]:

@@ -84,3 +84,14 @@ def test_rules_name_the_field(
 def test_rules_apply_when_decoding_too() -> None:
     with pytest.raises(msgspec.ValidationError, match=re.escape("retry.max_retries")):
         msgspec.convert({"max_retries": -2}, RetryPolicy)
+
+
+def test_a_path_goes_before_the_base_urls_query() -> None:
+    from inference_runtime.remote.config import endpoint_url
+
+    assert endpoint_url("https://h.example/v1/", "/chat/completions") == (
+        "https://h.example/v1/chat/completions"
+    )
+    assert endpoint_url("https://h.example/openai/v1?api-version=2024-10-21", "/embeddings") == (
+        "https://h.example/openai/v1/embeddings?api-version=2024-10-21"
+    )
