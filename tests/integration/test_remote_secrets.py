@@ -175,3 +175,29 @@ async def test_an_anthropic_upstream_echoing_the_key_is_redacted_too(
         assert "Incorrect API key provided" in refused.value.response.text
     finally:
         await context.__aexit__(None, None, None)
+
+
+async def test_a_replica_whose_key_cannot_load_answers_at_once_saying_why(
+    upstream: MockUpstream, tmp_path: Path
+) -> None:
+    secret = tmp_path / "two-lines"
+    secret.write_text(f"{KEY}\nsecond-line-of-the-file\n")
+    spec = remote(upstream)
+    spec["runtime_config"] = {"base_url": upstream.url, "api_key_file": str(secret)}
+    async with serve(spec) as runtime:
+        api = client(runtime)
+        answers = []
+        for _ in range(100):  # until the first start has failed (a few tenths of a second)
+            with pytest.raises(openai.APIStatusError) as caught:
+                await asyncio.wait_for(
+                    api.chat.completions.create(model="gpt", messages=USER), timeout=30
+                )
+            answers.append(caught.value)
+            if "api_key_file" in caught.value.response.text:
+                break
+            await asyncio.sleep(0.05)
+        last = answers[-1]
+        assert last.status_code == 503 and "'gpt'" in last.response.text
+        assert "cannot start: runtime_config.api_key_file" in last.response.text
+        assert _leaks(last.response.text) == []
+        assert upstream.requests == []

@@ -35,6 +35,9 @@ class RoutingTable:
         self._policies: dict[str, tuple[str, RoutingPolicy]] = {}
         self._held: set[tuple[str, str]] = set()
         """Replicas the manager put in DRAINING or FAILED: engine reports cannot revive them."""
+        self._last_failure: dict[str, str] = {}
+        """Per deployment, why its latest replica failed, kept after the replica is gone (one
+        that cannot even start leaves the table at once): a 503 then says why."""
 
     # -- membership ------------------------------------------------------------------------
 
@@ -66,6 +69,7 @@ class RoutingTable:
                 entry.waiting, entry.running = old.waiting, old.running
                 entry.context_restarts = old.context_restarts
         replicas[replica_id] = entry
+        self._note(deployment, state, None)
         self._held.discard((deployment, replica_id))
         return entry
 
@@ -119,6 +123,7 @@ class RoutingTable:
         if entry is None:
             return False
         entry.state, entry.reason = state, reason
+        self._note(deployment, state, reason)
         if state in _HELD_STATES:
             self._held.add((deployment, replica_id))
         else:
@@ -141,6 +146,7 @@ class RoutingTable:
         held = (load.deployment, load.replica_id) in self._held
         if not held or load.state is ReplicaState.FAILED:
             entry.state, entry.reason = load.state, load.reason
+            self._note(load.deployment, load.state, load.reason)
         return True
 
     # -- routing ---------------------------------------------------------------------------
@@ -158,8 +164,10 @@ class RoutingTable:
         """
         replicas = self._replicas.get(deployment)
         if not replicas:
+            failure = self._last_failure.get(deployment)
+            why = f" (last failure: {failure})" if failure else ""
             raise NoHealthyReplica(
-                f"deployment {deployment!r} has no replicas", retry_after=RETRY_AFTER_S
+                f"deployment {deployment!r} has no replicas{why}", retry_after=RETRY_AFTER_S
             )
         candidates = [
             entry
@@ -172,6 +180,12 @@ class RoutingTable:
         chosen.in_flight += 1
         chosen.routed_total += 1
         return RouteLease(deployment, chosen.replica_id, chosen.engine)
+
+    def _note(self, deployment: str, state: ReplicaState, reason: str | None) -> None:
+        if state is ReplicaState.FAILED and reason:
+            self._last_failure[deployment] = reason
+        elif state is _HEALTHY:
+            self._last_failure.pop(deployment, None)
 
     def release(self, deployment: str, replica_id: str) -> None:
         """A routed request is done; never below zero, unknown replicas ignored."""

@@ -30,7 +30,12 @@ from inference_runtime.engine.worker import (
     WorkerActor,
     context_strategy,
 )
-from inference_runtime.errors import InferenceRuntimeError, MailboxFull, ReplicaFailed
+from inference_runtime.errors import (
+    ActorInitializationError,
+    InferenceRuntimeError,
+    MailboxFull,
+    ReplicaFailed,
+)
 from inference_runtime.types import Deployment, EngineLoad, ReplicaState
 
 log = logging.getLogger("inference_runtime.engine")
@@ -157,7 +162,7 @@ class ReplicaActor(Actor):
             case ContextReady():
                 self._context_ready(message)
             case ChildFailed(error=error):
-                self._mark_failed(f"context failed beyond its restart window: {error!r}")
+                self._mark_failed(_failure_reason(error))
             case GetEngineStats():
                 return self.statistics()
             case StepHung(reason=reason):
@@ -243,3 +248,14 @@ class ReplicaActor(Actor):
             context_restarts=load.context_restarts,
             reason=load.reason,
         )
+
+
+def _failure_reason(error: BaseException) -> str:
+    """What an operator reads in ``status`` and a 503: a runner that could not even start says
+    what stopped it (a bad key file, a missing model), not the actor that wrapped it."""
+    if isinstance(error, ActorInitializationError) and error.__cause__ is not None:
+        cause = error.__cause__
+        if isinstance(cause, ActorInitializationError) and cause.__cause__ is not None:
+            cause = cause.__cause__
+        return f"cannot start: {cause}" if str(cause) else f"cannot start: {cause!r}"
+    return f"context failed beyond its restart window: {error!r}"

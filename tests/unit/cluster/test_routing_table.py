@@ -211,3 +211,16 @@ def test_deployments_are_independent() -> None:
     table.register("b", "r0", engine(), state=HEALTHY)
     table.route("a")
     assert in_flight(table, "a") == {"r0": 1} and in_flight(table, "b") == {"r0": 0}
+
+
+def test_a_deployment_whose_replicas_are_gone_says_why_the_last_one_failed() -> None:
+    table = table_with(STARTING)
+    table.set_state("m", "r0", FAILED, "cannot start: runtime_config.api_key_file: a line break")
+    table.deregister("m", "r0")  # the engine stopped: it leaves the table
+    with pytest.raises(NoHealthyReplica, match="last failure: cannot start: runtime_config"):
+        table.route("m")
+    table.register("m", "r1", engine(), state=HEALTHY)
+    table.deregister("m", "r1")
+    with pytest.raises(NoHealthyReplica) as caught:  # a healthy one since: the past is past
+        table.route("m")
+    assert "last failure" not in str(caught.value)
