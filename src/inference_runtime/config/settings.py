@@ -9,6 +9,7 @@ import msgspec
 import yaml
 
 from inference_runtime.types import Deployment
+from inference_runtime.types.convert import typed
 
 
 class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -223,10 +224,7 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RuntimeConfig:
-        try:
-            return msgspec.convert(data, cls)
-        except msgspec.ValidationError as error:
-            raise ValueError(f"invalid config: {error}") from None
+        return typed(data, cls, what="invalid config")
 
 
 def load_config(path: str | Path) -> RuntimeConfig:

@@ -101,7 +101,7 @@ class RemoteEngineCoreActor(ReplicaActor):
         if self.runner is None:
             return False
         try:
-            return self.runner.refresh_key()
+            changed: bool = self.runner.refresh_key()
         except ValueError as error:
             # the key's source is unreadable now (a file gone, a second line): the answer says
             # why and the session keeps the key it has, instead of this actor (and its asker,
@@ -110,6 +110,7 @@ class RemoteEngineCoreActor(ReplicaActor):
                 f"{self.replica_id}: cannot read the new key ({error}); "
                 "the session keeps its current key"
             ) from None
+        return changed
 
     def _admit(self, group: tuple[EngineRequest, ...], sink: SequenceSink) -> Admitted:
         self._check_capacity()

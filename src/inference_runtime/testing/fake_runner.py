@@ -32,6 +32,7 @@ from inference_runtime.engine.runner import (
 )
 from inference_runtime.errors import ContextPoisoned, OutOfMemory, Unrecoverable
 from inference_runtime.types import Deployment, EngineRequest
+from inference_runtime.types.convert import typed
 
 WORDS = [
     "the",
@@ -125,10 +126,7 @@ class FakeSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     @classmethod
     def of(cls, runtime_config: dict[str, Any]) -> FakeSettings:
         """Validate a ``runtime_config``; errors name the key (unknown, or of the wrong type)."""
-        try:
-            return msgspec.convert(runtime_config, cls)
-        except msgspec.ValidationError as error:
-            raise ValueError(f"runtime_config (runtime 'fake'): {error}") from None
+        return typed(runtime_config, cls, what="runtime_config (runtime 'fake')")
 
 
 def _stable(*parts: object) -> int:

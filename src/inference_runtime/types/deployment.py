@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from inference_runtime.types.convert import typed
 from inference_runtime.types.vllm_config import VllmConfig
 
 RUNTIMES = ("fake", "transformers", "embeddings", "vllm", "openai", "anthropic")
@@ -187,10 +188,7 @@ class Deployment(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Deployment:
         """Validate a mapping (from YAML or JSON); errors name the field and the rule."""
-        try:
-            return msgspec.convert(data, cls)
-        except msgspec.ValidationError as error:
-            raise ValueError(f"invalid deployment: {error}") from None
+        return typed(data, cls, what="invalid deployment")
 
     def to_dict(self) -> dict[str, Any]:
         result: dict[str, Any] = msgspec.to_builtins(self)

@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from inference_runtime.types.convert import typed
+
 
 class TransformersConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
@@ -29,7 +31,4 @@ class TransformersConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
     @classmethod
     def of(cls, runtime_config: dict[str, Any]) -> TransformersConfig:
         """Validate a ``runtime_config``; errors name the key (unknown, or of the wrong type)."""
-        try:
-            return msgspec.convert(runtime_config, cls)
-        except msgspec.ValidationError as error:
-            raise ValueError(f"runtime_config (runtime 'transformers'): {error}") from None
+        return typed(runtime_config, cls, what="runtime_config (runtime 'transformers')")
