@@ -91,12 +91,16 @@ class UnsupportedParameter(RequestError):
 class ContextLengthExceeded(RequestError):
     """Prompt plus ``max_tokens`` do not fit the model's context window."""
 
-    def __init__(self, *, prompt_tokens: int, max_tokens: int, max_context: int) -> None:
+    def __init__(
+        self, *, prompt_tokens: int, max_tokens: int, max_context: int, at_least: bool = False
+    ) -> None:
+        # at_least: the prompt was refused on its size, before it was tokenized
+        bound = "at least " if at_least else ""
         super().__init__(
             f"This model's maximum context length is {max_context} tokens. However, you "
-            f"requested {prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, "
-            f"{max_tokens} in the completion). Please reduce the length of the messages or "
-            "completion.",
+            f"requested {bound}{prompt_tokens + max_tokens} tokens ({bound}{prompt_tokens} in "
+            f"the messages, {max_tokens} in the completion). Please reduce the length of the "
+            "messages or completion.",
             param="messages",
             code="context_length_exceeded",
         )

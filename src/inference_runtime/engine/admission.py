@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence as Seq
 
-from inference_runtime.engine.runner import ModelRunner
+from inference_runtime.engine.runner import ModelRunner, RunnerInfo
 from inference_runtime.engine.sequence import Sequence
 from inference_runtime.engine.sink import SequenceSink
 from inference_runtime.errors import ContextLengthExceeded, RequestError, UnsupportedParameter
@@ -74,12 +74,31 @@ def encodes_off_loop(request: EngineRequest) -> bool:
     return prompt_chars(request) > OFF_LOOP_CHARS
 
 
+def check_size(request: EngineRequest, info: RunnerInfo) -> None:
+    """Refuse a prompt that cannot fit whatever its tokens: more characters than the context
+    holds tokens times the longest token's characters. Costs no encoding (a 4 MB prompt would
+    otherwise be tokenized only to be refused)."""
+    if info.max_token_chars is None:
+        return
+    chars = prompt_chars(request)
+    if chars <= info.max_context * info.max_token_chars:
+        return
+    max_tokens = request.sampling.max_tokens or 1
+    raise ContextLengthExceeded(
+        prompt_tokens=-(-chars // info.max_token_chars),
+        max_tokens=max_tokens,
+        max_context=info.max_context,
+        at_least=True,
+    )
+
+
 async def encode_off_loop(runner: ModelRunner, requests: Seq[EngineRequest]) -> Encoded:
     """The checks that need no encoding, then the encoding in a worker thread (the loop goes
     on serving meanwhile)."""
     first = requests[0]
     info = runner.info
     check_sampling(first.sampling, capabilities=info.capabilities, runtime=info.runtime)
+    check_size(first, info)
     return await asyncio.to_thread(runner.encode, first)
 
 
@@ -96,6 +115,8 @@ def build_sequences(
     info = runner.info
     first = requests[0]
     check_sampling(first.sampling, capabilities=info.capabilities, runtime=info.runtime)
+    if encoded is None:
+        check_size(first, info)
     prompt_ids, prompt_text = encoded if encoded is not None else runner.encode(first)
     room = info.max_context - len(prompt_ids)
     max_tokens = first.sampling.max_tokens if first.sampling.max_tokens is not None else room

@@ -29,6 +29,10 @@ class RunnerInfo(msgspec.Struct, frozen=True, kw_only=True):
     enforces for every runner): e.g. ``temperature``, ``top_p``, ``seed``, ``logprobs``."""
     kinds: frozenset[str] = frozenset({"chat", "completions"})
     """Endpoints it serves: ``chat``, ``completions``, ``embeddings``."""
+    max_token_chars: int | None = None
+    """The most characters one token of its vocabulary stands for: a prompt of more than
+    ``max_context`` times this many characters cannot fit, and is refused before it is
+    encoded. None: no such bound (no early refusal)."""
 
 
 class ScheduledSequence(msgspec.Struct, kw_only=True):

@@ -128,3 +128,51 @@ async def test_an_abort_while_encoding_is_not_queued_and_the_loop_serves_on(syst
     with pytest.raises(ReplicaFailed):
         await asyncio.wait_for(asking, 30)
     assert (await engine.ask(GetEngineStats())).waiting == 0
+
+
+# -- a prompt that cannot fit is refused on its size, never tokenized -----------------------
+
+
+class _CountingRunner:
+    """A runner whose tokens are at most 4 characters; counts its encodings."""
+
+    def __init__(self) -> None:
+        from inference_runtime.engine.runner import RunnerInfo
+
+        self.info = RunnerInfo(
+            runtime="t", transport="local", max_context=100, capabilities=ALL, max_token_chars=4
+        )
+        self.encoded = 0
+
+    def encode(self, request: EngineRequest) -> tuple[list[int], str]:
+        self.encoded += 1
+        text = request.prompt or ""
+        return [1] * -(-len(text) // 4), text
+
+
+@pytest.mark.parametrize("off_loop", [False, True])
+async def test_a_prompt_over_what_any_tokens_could_fit_is_refused_unencoded(
+    off_loop: bool,
+) -> None:
+    from inference_runtime.engine.admission import build_sequences, encode_off_loop
+    from inference_runtime.errors import ContextLengthExceeded
+
+    runner: Any = _CountingRunner()
+    big = _prompt("x" * 401)
+
+    async def admit() -> Any:
+        if off_loop:
+            return await encode_off_loop(runner, [big])
+        return build_sequences(runner, [big], RecordingSink(), arrival=0.0)
+
+    with pytest.raises(ContextLengthExceeded, match="at least 102 tokens"):
+        await admit()
+    assert runner.encoded == 0
+    assert build_sequences(runner, [_prompt("x" * 396)], RecordingSink(), arrival=0.0)
+    assert runner.encoded == 1
+
+
+def _prompt(text: str) -> EngineRequest:
+    return EngineRequest(
+        request_id="r", deployment="t", prompt=text, sampling=SamplingParams(max_tokens=1)
+    )

@@ -150,6 +150,7 @@ class TransformersRunner:
             transport="local",
             max_context=min(max_len, limit),
             capabilities=_CAPABILITIES,
+            max_token_chars=_max_token_chars(tokenizer),
         )
         params = sum(p.numel() for p in model.parameters())
         progress.done(f"{params} parameters")
@@ -327,3 +328,14 @@ def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
         elif isinstance(value, list | tuple):
             ids.update(int(v) for v in value)
     return frozenset(ids)
+
+
+def _max_token_chars(tokenizer: Any) -> int | None:
+    """The longest token of the vocabulary, as written there: byte-level BPE writes one
+    character per byte and SentencePiece one per character (its byte tokens, ``<0xE3>``, are
+    longer than what they stand for), so no token decodes to more characters than this."""
+    try:
+        vocab = tokenizer.get_vocab()
+    except (AttributeError, NotImplementedError):
+        return None
+    return max(map(len, vocab), default=0) or None

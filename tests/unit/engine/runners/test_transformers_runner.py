@@ -274,3 +274,15 @@ async def test_the_log_shows_every_phase_of_the_load(
     ]
     assert "[1/4]" in phases[0] and "[4/4]" in phases[-1]
     assert any(line.startswith("loaded ") and "parameters" in line for line in lines)
+
+
+async def test_the_longest_token_bounds_what_any_token_decodes_to(model_dir: Path) -> None:
+    runner = TransformersRunner(deployment(model_dir))
+    await runner.load()
+    try:
+        bound = runner.info.max_token_chars
+        assert bound is not None and bound >= 1
+        vocab = runner.tokenizer.get_vocab()
+        assert all(len(runner.tokenizer.decode([i])) <= bound for i in vocab.values())
+    finally:
+        await runner.close()
