@@ -12,7 +12,10 @@ under ~50 ms: decoding, checking, building engine requests, tokenizing).
 
 Scenarios: a 3.8 MB chat prompt served (encoded in a worker thread), the same refused for its
 context (default fake context), 2,048 prompts x ``n`` at the edge's bound, and 10,000 prompts
-x ``n=128`` (refused at the edge before any work).
+x ``n=128`` (refused at the edge before any work). With ``--real`` (the ``local`` extra and
+the model packages installed): the same 3.8 MB prompt to the built-in SmolLM2 on
+``runtime: transformers``, refused on its size before any tokenizing (the model is converted
+once into ``$INFERENCE_RUNTIME_CACHE_DIR``, else a temporary folder).
 """
 
 from __future__ import annotations
@@ -42,6 +45,11 @@ deployments:
   - name: small
     runtime: fake
     runtime_config: {{output_tokens: 2}}
+"""
+_REAL = """
+  - name: smollm2
+    runtime: transformers
+    model: builtin:smollm2-135m-instruct
 """
 
 
@@ -84,7 +92,7 @@ def post(url: str, path: str, body: dict[str, Any]) -> Callable[[aiohttp.ClientS
     return send
 
 
-async def scenarios(url: str, size: int) -> None:
+async def scenarios(url: str, size: int, *, real: bool) -> None:
     big = "word " * (size // 5)
     chat = [{"role": "user", "content": big}]
     print("| request | status | its time | /healthz max | /healthz p99 | pings |")
@@ -102,15 +110,20 @@ async def scenarios(url: str, size: int) -> None:
     label = "completions, 10,000 prompts x n=128 (refused)"
     await measure(url, label, post(url, "/v1/completions", {
         "model": "roomy", "prompt": ["hi"] * 10_000, "n": 128, "max_tokens": 1}))  # fmt: skip
+    if real:
+        label = f"chat, {size / 1e6:.1f} MB prompt, built-in SmolLM2 (over its context)"
+        await measure(url, label, post(url, "/v1/chat/completions", {
+            "model": "smollm2", "messages": chat, "max_tokens": 1}))  # fmt: skip
 
 
-async def wait_up(url: str, process: subprocess.Popen[bytes]) -> None:
+async def wait_up(url: str, process: subprocess.Popen[bytes], *, real: bool) -> None:
+    ready = url + ("/readyz?deployment=smollm2" if real else "/readyz")
     async with aiohttp.ClientSession() as http:
-        for _ in range(600):
+        for _ in range(6000 if real else 600):
             if process.poll() is not None:
                 raise SystemExit(f"the server exited with {process.returncode}")
             try:
-                async with http.get(url + "/readyz") as reply:
+                async with http.get(ready) as reply:
                     if reply.status == 200:
                         return
             except aiohttp.ClientError:
@@ -122,12 +135,16 @@ async def wait_up(url: str, process: subprocess.Popen[bytes]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=3_800_000, help="prompt bytes")
+    parser.add_argument("--real", action="store_true", help="add the built-in SmolLM2")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         port = free_port()
         config = Path(folder) / "config.yaml"
-        config.write_text(_CONFIG.format(port=port))
-        env = {"INFERENCE_RUNTIME_DATA_DIR": folder, "INFERENCE_RUNTIME_CACHE_DIR": folder}
+        config.write_text(_CONFIG.format(port=port) + (_REAL if args.real else ""))
+        env = {
+            "INFERENCE_RUNTIME_DATA_DIR": folder,
+            "INFERENCE_RUNTIME_CACHE_DIR": _environ().get("INFERENCE_RUNTIME_CACHE_DIR", folder),
+        }
         command = [sys.executable, "-m", "inference_runtime.cli.main", "serve", "--config",
                    str(config)]  # fmt: skip
         with (Path(folder) / "server.log").open("wb") as out:
@@ -137,8 +154,8 @@ def main() -> None:
             )  # fmt: skip
             try:
                 url = f"http://127.0.0.1:{port}"
-                asyncio.run(wait_up(url, process))
-                asyncio.run(scenarios(url, args.size))
+                asyncio.run(wait_up(url, process, real=args.real))
+                asyncio.run(scenarios(url, args.size, real=args.real))
             finally:
                 stop_process(process, "server", 10)
                 log("server stopped")
