@@ -45,6 +45,8 @@ def _isolate() -> None:
             "HF_HOME": str(home / ".cache" / "huggingface"),
             "INFERENCE_RUNTIME_DATA_DIR": str(SESSION_ROOT / "data"),
             "INFERENCE_RUNTIME_CACHE_DIR": str(MODEL_CACHE),
+            # hypothesis keeps its example database in the working folder otherwise
+            "HYPOTHESIS_STORAGE_DIRECTORY": str(SESSION_ROOT / "hypothesis"),
         }
     )
 
