@@ -10,6 +10,10 @@ from inference_runtime.errors import RequestError
 from inference_runtime.types import Deployment
 from inference_runtime.types.requests import SamplingParams
 
+BUDGETED_MAX_TOKENS = 4096
+"""On a deployment with a budget and no ``serving.max_tokens``, a request that sets no
+``max_tokens`` is held to this many, so that its reservation is a true worst case."""
+
 
 def apply_limits(
     sampling: SamplingParams, *, deployment: Deployment, messages: int, gateway: GatewayConfig
@@ -22,6 +26,10 @@ def apply_limits(
         )
     cap = deployment.serving.max_tokens
     if cap is None:
+        if deployment.budget is not None and sampling.max_tokens is None:
+            # the budget reserves the worst case: without a bound on the completion there is
+            # none (a local model would run to its context, a provider to its own default)
+            return msgspec.structs.replace(sampling, max_tokens=BUDGETED_MAX_TOKENS)
         return sampling
     if sampling.max_tokens is None:
         return msgspec.structs.replace(sampling, max_tokens=cap)

@@ -42,6 +42,12 @@ def build_request(
         body["prompt"] = first.prompt
     body["model"] = config.model
     body["n"] = len(group)
+    limit = first.sampling.max_tokens
+    asked = body.get("max_tokens") is not None or body.get("max_completion_tokens") is not None
+    if limit is not None and not asked:
+        # a cap the gateway set (serving.max_tokens, a budget's bound): the provider must know
+        # it, or it generates past what was reserved and allowed
+        body["max_tokens"] = limit
     body["stream"] = stream
     if stream:
         body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}

@@ -98,7 +98,10 @@ class Pricing(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
 
 
 class Budget(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Spend limits over rolling windows; enforced at admission with worst-case reservations."""
+    """Spend limits over rolling windows; enforced at admission with worst-case reservations
+    (the prompt bounded by its UTF-8 bytes, the completion by ``max_tokens``: a request that
+    sets none is held to ``serving.max_tokens``, else 4096), so settled spend never passes a
+    limit."""
 
     max_spend_per_hour: float | None = None
     max_spend_per_day: float | None = None

@@ -261,3 +261,22 @@ def test_a_word_template_is_learned_only_when_proven() -> None:
         ]
     )
     assert [(c.text, c.extra) for c in chunks] == [('a"b\u00e9', None), ("a", {"x": "b"})]
+
+
+def test_a_cap_the_gateway_set_goes_upstream_unless_the_client_set_one() -> None:
+    from inference_runtime.types import SamplingParams
+
+    config = RemoteConfig(base_url="http://127.0.0.1:1/v1", model="m")
+    capped = SamplingParams(max_tokens=7)
+    for passthrough, expected in (
+        ({"messages": []}, {"max_tokens": 7}),
+        ({"messages": [], "max_tokens": 5}, {"max_tokens": 5}),
+        ({"messages": [], "max_completion_tokens": 5}, {"max_completion_tokens": 5}),
+    ):
+        request = EngineRequest(
+            request_id="r", deployment="d", messages=(), sampling=capped, passthrough=passthrough
+        )
+        _, _, body = build_request((request,), config=config, key=Secret("k"))
+        sent = json.loads(body)
+        assert {k: sent[k] for k in expected} == expected
+        assert not ("max_tokens" in sent and "max_completion_tokens" in sent)
