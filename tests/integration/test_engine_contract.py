@@ -230,6 +230,25 @@ async def test_poison_fails_running_requests_retryably_and_the_context_rebuilds(
     assert good.finished[0].completion_tokens == 3
 
 
+async def test_the_request_that_breaks_a_step_is_named_and_a_bystander_is_not(
+    launch: Any,
+) -> None:
+    # what the gateway's retry rules read, across the process boundary too: the suspect (sent
+    # as a retry's isolated request) failed in its step, alone; the request decoding beside it
+    # was not in that step
+    engine = await launch(poison_marker="POISON", token_latency_ms=10, output_tokens=500)
+    innocent = RecordingSink()
+    await engine.ask(AddRequest(request("innocent", max_tokens=500), innocent))
+    await asyncio.wait_for(innocent.first_chunk, WAIT_S)
+    suspect = RecordingSink()
+    await engine.ask(AddRequest(request("suspect", prompt="POISON pill"), suspect, isolate=True))
+    await finished(suspect)
+    await finished(innocent)
+    culprit, bystander = suspect.error(), innocent.error()
+    assert isinstance(culprit, ReplicaFailed) and culprit.in_step and culprit.alone
+    assert isinstance(bystander, ReplicaFailed) and not bystander.in_step
+
+
 async def test_oom_fails_the_culprit_with_a_final_error(launch: Any) -> None:
     engine = await launch(oom_marker="HUGE")
     sink = RecordingSink()

@@ -211,10 +211,11 @@ class EngineHost:
         return self.engine
 
     async def generate(
-        self, call_id: CallId, requests: tuple[EngineRequest, ...]
+        self, call_id: CallId, requests: tuple[EngineRequest, ...], *, isolate: bool = False
     ) -> AsyncIterator[Any]:
         """``call_id``: unique per call across the proxies of every gateway (a request id may
-        come back in a later attempt: its abort must not hit the retry)."""
+        come back in a later attempt: its abort must not hit the retry). ``isolate``: the
+        request was in a step that failed elsewhere (``AddRequest.isolate``)."""
         engine = self._engine()
         request_id = requests[0].request_id
         sink = _StreamSink(len(requests))
@@ -222,7 +223,7 @@ class EngineHost:
             del self.aborted[call_id]
             return  # aborted before it arrived: nothing to admit
         try:
-            admitted = await engine.ask(AddRequest(requests, sink))
+            admitted = await engine.ask(AddRequest(requests, sink, isolate=isolate))
         except Exception as error:
             yield (REFUSED, encode_error(error))
             return

@@ -370,7 +370,7 @@ class RayReplicaActor(Actor):
         this actor goes on with the next messages: admissions to one replica overlap."""
         requests = message.requests
         call_id = (self.token, next(self.call_ids))
-        stream = self._host().generate.remote(call_id, requests)
+        stream = self._host().generate.remote(call_id, requests, isolate=message.isolate)
         self.admitting[requests[0].request_id] = [call_id, False]
         return Deferred(self._admitted(message, call_id, stream))
 
