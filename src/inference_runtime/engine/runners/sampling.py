@@ -25,9 +25,18 @@ class SamplerState:
     """Output token counts, for the presence and frequency penalties."""
 
 
+GREEDY_BELOW = 1e-5
+"""A temperature under this is greedy decoding (as in vLLM): dividing logits by 1e-300
+overflows them to inf, and a draw from those probabilities fails the whole step."""
+
+
+def is_greedy(params: SamplingParams) -> bool:
+    return params.temperature < GREEDY_BELOW
+
+
 def new_state(params: SamplingParams, *, device: torch.device) -> SamplerState:
     generator = None
-    if params.temperature > 0:
+    if not is_greedy(params):
         generator = torch.Generator(device=device)
         if params.seed is not None:
             generator.manual_seed(params.seed)
@@ -47,7 +56,7 @@ def sample(logits: torch.Tensor, states: list[SamplerState]) -> list[Choice]:
     """One token per row of ``logits`` ([rows, vocab], float32)."""
     rows = logits.shape[0]
     token_ids = [0] * rows
-    greedy = [i for i, s in enumerate(states) if s.params.temperature == 0.0 and not _penalised(s)]
+    greedy = [i for i, s in enumerate(states) if is_greedy(s.params) and not _penalised(s)]
     if greedy:
         picked = logits[greedy].argmax(dim=-1).tolist()
         for i, token in zip(greedy, picked, strict=True):
@@ -72,7 +81,7 @@ def _sample_row(row: torch.Tensor, state: SamplerState) -> int:
         ids = torch.tensor(list(state.counts), device=row.device)
         counts = torch.tensor(list(state.counts.values()), dtype=row.dtype, device=row.device)
         row[ids] -= p.presence_penalty + p.frequency_penalty * counts
-    if p.temperature == 0.0:
+    if is_greedy(p):
         return int(row.argmax())
     row = row / p.temperature
     if p.top_k is not None and 0 < p.top_k < row.shape[0]:
@@ -85,6 +94,10 @@ def _sample_row(row: torch.Tensor, state: SamplerState) -> int:
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         row = torch.full_like(row, float("-inf")).scatter(0, order, sorted_logits)
     probs = torch.softmax(row, dim=-1)
+    if not bool(torch.isfinite(probs).all()):
+        # whatever the parameters did to this row, it is this request's token, not a reason
+        # to fail the step of every sequence in the batch
+        return int(torch.nan_to_num(row, nan=float("-inf")).argmax())
     return int(torch.multinomial(probs, 1, generator=state.generator))
 
 
