@@ -376,19 +376,24 @@ class GatewayServer:
         response = _EventStream(headers={**_SSE_HEADERS, **_replica(stream)})
         await response.prepare(request)  # the headers go out with the first bytes of the body
         frames = b""
-        while batch:
-            frames = encoder.frames(batch)
-            if stream.ended:  # the last batch: it goes out with the end, in one write
-                break
-            if frames:
-                await response.write(frames)
-                frames = b""
-            batch = await flow.next_batch()
-        if stream.error is not None:
-            frames += error_frame(to_http(stream.error).body)
-        elif stream.usage is not None:
-            frames += encoder.usage_frame(stream.usage) + DONE
-        await response.write_eof(frames)
+        try:
+            while batch:
+                frames = encoder.frames(batch)
+                if stream.ended:  # the last batch: it goes out with the end, in one write
+                    break
+                if frames:
+                    await response.write(frames)
+                    frames = b""
+                batch = await flow.next_batch()
+            if stream.error is not None:
+                frames += error_frame(to_http(stream.error).body)
+            elif stream.usage is not None:
+                frames += encoder.usage_frame(stream.usage) + DONE
+            await response.write_eof(frames)
+        except ConnectionError:
+            # the client went away mid-stream (a reset): the flow's close aborts the work, and
+            # aiohttp takes the response's end quietly; not a server error to log
+            pass
         return response
 
     async def _body(self, request: web.Request) -> bytes:
