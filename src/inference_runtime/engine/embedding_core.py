@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from inference_runtime.actors import Deferred
+from inference_runtime.engine.admission import OFF_LOOP_CHARS
 from inference_runtime.engine.core import AbortRequest, AddRequest
 from inference_runtime.engine.replica import ReplicaActor
 from inference_runtime.errors import Backpressure, ReplicaFailed, RequestError
@@ -93,6 +95,10 @@ class EmbeddingEngineActor(ReplicaActor):
         self.waiting = 0
         self.batch: list[_Pending] = []
         self.runner_obj: EmbeddingModel
+        self.tokenizing: set[str] = set()
+        """Requests whose big inputs are being tokenized off the loop."""
+        self.cancelled: set[str] = set()
+        """Of those, the ones whose caller left meanwhile: not queued once tokenized."""
 
     # -- control messages --------------------------------------------------------------
 
@@ -114,7 +120,15 @@ class EmbeddingEngineActor(ReplicaActor):
                 return self.replica_message(message)
         return None
 
-    def _admit(self, message: Embed) -> EmbedAdmitted:
+    def _admit(self, message: Embed) -> EmbedAdmitted | Deferred:
+        self._check_admissible(message)
+        if sum(len(x) for x in message.inputs if isinstance(x, str)) > OFF_LOOP_CHARS:
+            # tokenizing megabytes takes seconds: in a worker thread, while this actor (and the
+            # loop) go on; the ask is answered when it is done
+            return Deferred(self._admit_tokenized(message))
+        return self._queue(message, self.runner_obj.tokenize(message.inputs))
+
+    def _check_admissible(self, message: Embed) -> None:
         if self.state in (ReplicaState.FAILED, ReplicaState.DRAINING):
             raise ReplicaFailed(f"replica {self.replica_id} is {self.state.value}")
         if not self.runner_obj.loaded:
@@ -122,7 +136,20 @@ class EmbeddingEngineActor(ReplicaActor):
         if not message.inputs:
             raise RequestError("input must not be empty", param="input")
         self.runner_obj.check_dimensions(message.dimensions)
-        ids = self.runner_obj.tokenize(message.inputs)
+
+    async def _admit_tokenized(self, message: Embed) -> EmbedAdmitted:
+        self.tokenizing.add(message.request_id)
+        try:
+            ids = await asyncio.to_thread(self.runner_obj.tokenize, message.inputs)
+        finally:
+            self.tokenizing.discard(message.request_id)
+        if message.request_id in self.cancelled:  # the caller left while it was tokenized
+            self.cancelled.discard(message.request_id)
+            raise ReplicaFailed(f"request {message.request_id} was cancelled")
+        self._check_admissible(message)  # the replica may have failed meanwhile
+        return self._queue(message, ids)
+
+    def _queue(self, message: Embed, ids: list[list[int]]) -> EmbedAdmitted:
         capacity = self.deployment.serving.queue_capacity
         if self.waiting and self.waiting + len(ids) > capacity:
             raise Backpressure(
@@ -141,6 +168,8 @@ class EmbeddingEngineActor(ReplicaActor):
     def _cancel(self, request_id: str) -> None:
         pending = self.pending.pop(request_id, None)
         if pending is None:
+            if request_id in self.tokenizing:
+                self.cancelled.add(request_id)
             return
         if pending in self.queue:
             self.queue.remove(pending)

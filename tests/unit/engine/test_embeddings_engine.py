@@ -271,3 +271,28 @@ async def test_reports_load_to_the_coordinator(system: ActorSystem) -> None:
     assert ReplicaState.HEALTHY in states
     assert all(sender == engine for _, sender in loads)
     assert any(load.waiting == 2 or load.running == 2 for load, _ in loads)
+
+
+class ThreadRecordingEmbedder(StubEmbedder):
+    """Records the thread each tokenize ran in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[str] = []
+
+    def tokenize(self, inputs: Sequence[str | Sequence[int]]) -> list[list[int]]:
+        self.threads.append(threading.current_thread().name)
+        return [[1] for _ in inputs]
+
+
+async def test_big_inputs_are_tokenized_in_a_worker_thread(system: ActorSystem) -> None:
+    from inference_runtime.engine.admission import OFF_LOOP_CHARS
+
+    stub = ThreadRecordingEmbedder()
+    engine = await start(system, stub)
+    main = threading.current_thread().name
+    small = await engine.ask(Embed("small", ("a few words",)))
+    big = await engine.ask(Embed("big", ("x" * (OFF_LOOP_CHARS + 1),)))
+    for admitted in (small, big):
+        assert len((await asyncio.wait_for(admitted.result, 10)).vectors) == 1
+    assert stub.threads[0] == main and stub.threads[1] != main
