@@ -14,7 +14,9 @@ Scenarios: a 3.8 MB chat prompt served (encoded in a worker thread), the same re
 context (default fake context), 2,048 prompts x ``n`` at the edge's bound, and 10,000 prompts
 x ``n=128`` (refused at the edge before any work). With ``--real`` (the ``local`` extra and
 the model packages installed): the same 3.8 MB prompt to the built-in SmolLM2 on
-``runtime: transformers``, refused on its size before any tokenizing (the model is converted
+``runtime: transformers``, refused on its size before any tokenizing, and the built-in MiniLM
+on ``runtime: embeddings`` with one 3.8 MB input and 2,048 inputs of 300 words (tokenized in a
+worker thread) (the model is converted
 once into ``$INFERENCE_RUNTIME_CACHE_DIR``, else a temporary folder).
 """
 
@@ -50,6 +52,9 @@ _REAL = """
   - name: smollm2
     runtime: transformers
     model: builtin:smollm2-135m-instruct
+  - name: minilm
+    runtime: embeddings
+    model: builtin:all-minilm-l6-v2
 """
 
 
@@ -114,10 +119,16 @@ async def scenarios(url: str, size: int, *, real: bool) -> None:
         label = f"chat, {size / 1e6:.1f} MB prompt, built-in SmolLM2 (over its context)"
         await measure(url, label, post(url, "/v1/chat/completions", {
             "model": "smollm2", "messages": chat, "max_tokens": 1}))  # fmt: skip
+        label = f"embeddings, one {size / 1e6:.1f} MB input, built-in MiniLM (over its length)"
+        await measure(url, label, post(url, "/v1/embeddings", {
+            "model": "minilm", "input": big}))  # fmt: skip
+        label = "embeddings, 2,048 inputs x 300 words, built-in MiniLM"
+        await measure(url, label, post(url, "/v1/embeddings", {
+            "model": "minilm", "input": ["word " * 300] * 2048}))  # fmt: skip
 
 
 async def wait_up(url: str, process: subprocess.Popen[bytes], *, real: bool) -> None:
-    ready = url + ("/readyz?deployment=smollm2" if real else "/readyz")
+    ready = url + ("/readyz?deployment=minilm" if real else "/readyz")
     async with aiohttp.ClientSession() as http:
         for _ in range(6000 if real else 600):
             if process.poll() is not None:
