@@ -20,6 +20,7 @@ _COMMON_ERRORS = {
     "413": _ERROR,
     "415": {**_ERROR, "description": "The body is not application/json"},
     "429": {**_LIMITED, "description": "Capacity, budget, rate limit, or repeated wrong keys"},
+    "502": {**_ERROR, "description": "upstream_error: a remote deployment's provider failed"},
     "503": _LIMITED,
     "504": _ERROR,
 }
