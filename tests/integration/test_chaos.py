@@ -3,8 +3,10 @@ streamed and whole (non-streamed) requests of a 3-replica deployment.
 
 What must hold: no innocent request is lost before its first token (each succeeds, or a stream
 that already sent tokens ends with an SSE error event, never silently); each bad request is
-answered with a final 500 ``request_failed_replica`` (it takes at most one replica's context
-down with it, isolated on its one retry); the deployment keeps serving throughout and after.
+answered with a final 500 ``request_failed_replica``; the deployment keeps serving throughout
+and after. A bad request alone in its failing step is final at once (one context); one that
+shared its step with others is retried once, isolated, and may break that second context too
+before it is final: the counts allow that (two contexts, or two replicas for a hang), never more.
 """
 
 from __future__ import annotations
