@@ -63,8 +63,10 @@ def read_proxy_environment(environ: Mapping[str, str] | None = None) -> ProxyEnv
 
 def _variable(name: str) -> str:
     value = os.environ.get(name)
-    if not value:
+    if value is None:
         raise ValueError(f"the environment variable {name} is not set")
+    if not value.strip():
+        raise ValueError(f"the environment variable {name} is empty")
     return value
 
 
