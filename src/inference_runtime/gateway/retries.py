@@ -77,16 +77,13 @@ class Retries:
         self.broke.append(replica)
         if not error.alone and len(self.broke) == 1:
             return error  # a suspect: one retry, isolated
-        replicas = ", ".join(self.broke)
-        how = "alone in" if error.alone else "in"
-        log.error(
-            "request %s was %s the failing step of replica(s) %s: answered, not retried",
-            request_id, how, replicas,
-        )  # fmt: skip
+        if len(self.broke) == 1:
+            where = f"alone in the failing step of replica {replica}"
+        else:  # shared the first step, and failed the next (isolated) one too
+            where = f"in the failing steps of replicas {', '.join(self.broke)}"
+        log.error("request %s was %s: answered, not retried", request_id, where)
         final = RequestFailedReplicas(
-            f"request {request_id} was {how} the failing step of replica(s) {replicas}; "
-            "it is not retried",
-            request_id=request_id,
+            f"request {request_id} was {where}; it is not retried", request_id=request_id
         )
         final.__cause__ = error
         return final

@@ -218,7 +218,7 @@ async def test_a_request_that_failed_two_steps_is_final(system: ActorSystem) -> 
     error = flow.job.stream.error
     assert isinstance(error, RequestFailedReplicas)
     assert error.request_id == "r"
-    assert "a, b" in str(error)
+    assert "in the failing steps of replicas a, b" in str(error)
     assert adds(engine_log) == [("a", False), ("b", True)]  # never onto a third replica
 
 
@@ -228,6 +228,7 @@ async def test_a_request_alone_in_a_failed_step_is_final_at_once(system: ActorSy
     assert await drain(flow) == []
     flow.close()
     assert isinstance(flow.job.stream.error, RequestFailedReplicas)
+    assert "alone in the failing step of replica a" in str(flow.job.stream.error)
     assert adds(engine_log) == [("a", False)]  # it touched one replica only
 
 
