@@ -23,8 +23,7 @@ from typing import Any
 
 import pytest
 import requests
-
-schemathesis = pytest.importorskip("schemathesis")
+import schemathesis
 from schemathesis.engine import events as engine_events
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 

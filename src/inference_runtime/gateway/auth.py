@@ -20,6 +20,7 @@ from aiohttp import web
 from inference_runtime.config import AuthConfig, read_keys
 from inference_runtime.errors import AuthenticationFailed, PermissionDenied, RateLimited
 from inference_runtime.gateway.key_throttle import KeyThrottle
+from inference_runtime.gateway.token_bucket import TokenBucket
 from inference_runtime.types import Secret
 
 
@@ -34,16 +35,6 @@ def is_loopback(host: str) -> bool:
 
 def _digest(value: str) -> bytes:
     return hashlib.sha256(value.encode()).digest()
-
-
-class _KeyBucket:
-    """A token bucket of ``rate`` requests per minute (burst: a minute's worth)."""
-
-    __slots__ = ("level", "stamp")
-
-    def __init__(self, capacity: float, now: float) -> None:
-        self.level = capacity
-        self.stamp = now
 
 
 class Authenticator:
@@ -75,7 +66,7 @@ class Authenticator:
         self._admin = [_digest(k.reveal()) for k in admin]
         self._rate = config.requests_per_minute
         self._clock = clock
-        self._buckets: dict[bytes, _KeyBucket] = {}
+        self._buckets: dict[bytes, TokenBucket] = {}
         self._throttle = KeyThrottle(clock=clock)
 
     @property
@@ -122,13 +113,12 @@ class Authenticator:
         assert self._rate is not None
         now = self._clock()
         bucket = self._buckets.get(digest)
-        if bucket is None:
-            bucket = self._buckets[digest] = _KeyBucket(float(self._rate), now)
-        per_second = self._rate / 60.0
-        bucket.level = min(float(self._rate), bucket.level + (now - bucket.stamp) * per_second)
-        bucket.stamp = now
-        if bucket.level < 1.0:
-            wait = (1.0 - bucket.level) / per_second
+        if bucket is None:  # a minute's worth of requests as the burst
+            bucket = self._buckets[digest] = TokenBucket(
+                capacity=float(self._rate), per_second=self._rate / 60.0, now=now
+            )
+        if bucket.refill(now) < 1.0:
+            wait = bucket.wait()
             raise RateLimited(
                 f"rate limit of {self._rate} requests per minute for this API key reached; "
                 f"retry in {math.ceil(wait)} s",
