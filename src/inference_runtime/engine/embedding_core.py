@@ -95,10 +95,9 @@ class EmbeddingEngineActor(ReplicaActor):
         self.waiting = 0
         self.batch: list[_Pending] = []
         self.runner_obj: EmbeddingModel
-        self.tokenizing: set[str] = set()
-        """Requests whose big inputs are being tokenized off the loop."""
-        self.cancelled: set[str] = set()
-        """Of those, the ones whose caller left meanwhile: not queued once tokenized."""
+        self.tokenizing: dict[str, bool] = {}
+        """Requests whose big inputs are tokenized off the loop -> cancelled meanwhile (as
+        ``EngineCoreActor.encoding``)."""
 
     # -- control messages --------------------------------------------------------------
 
@@ -138,13 +137,12 @@ class EmbeddingEngineActor(ReplicaActor):
         self.runner_obj.check_dimensions(message.dimensions)
 
     async def _admit_tokenized(self, message: Embed) -> EmbedAdmitted:
-        self.tokenizing.add(message.request_id)
+        self.tokenizing[message.request_id] = False
         try:
             ids = await asyncio.to_thread(self.runner_obj.tokenize, message.inputs)
         finally:
-            self.tokenizing.discard(message.request_id)
-        if message.request_id in self.cancelled:  # the caller left while it was tokenized
-            self.cancelled.discard(message.request_id)
+            cancelled = self.tokenizing.pop(message.request_id)
+        if cancelled:  # the caller left while it was tokenized
             raise ReplicaFailed(f"request {message.request_id} was cancelled")
         self._check_admissible(message)  # the replica may have failed meanwhile
         return self._queue(message, ids)
@@ -169,7 +167,7 @@ class EmbeddingEngineActor(ReplicaActor):
         pending = self.pending.pop(request_id, None)
         if pending is None:
             if request_id in self.tokenizing:
-                self.cancelled.add(request_id)
+                self.tokenizing[request_id] = True
             return
         if pending in self.queue:
             self.queue.remove(pending)
