@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -524,5 +525,5 @@ class GatewayServer:
 def _readiness(states: list[ReplicaState]) -> dict[str, Any]:
     """One deployment's part of ``/readyz``: routable when a replica is healthy."""
     healthy = sum(1 for state in states if state is ReplicaState.HEALTHY)
-    counts = {state.value: sum(1 for s in states if s is state) for state in set(states)}
+    counts = dict(Counter(state.value for state in states))
     return {"ready": healthy > 0, "healthy_replicas": healthy, "replicas": counts}
